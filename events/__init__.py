@@ -1,0 +1,1 @@
+"""Incoming finalize events (both delivery shapes) and outgoing lifecycle CloudEvents."""

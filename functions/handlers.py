@@ -1,0 +1,314 @@
+"""One handler per stage: load the documents, ask the transition, commit, perform the effects.
+
+Returning normally acknowledges the event; raising asks the platform to redeliver, which is right only for
+transient faults. Bad input is recorded on the run (or as a rejected receipt) and acknowledged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from events.publish import LifecyclePublisher
+from functions.transitions import (
+    Plan,
+    Problem,
+    ingest_effects,
+    intake_problem,
+    intake_replay,
+    plan_ingest,
+    plan_intake,
+    plan_launch,
+    reject,
+    submission_limit,
+)
+from jobs.launchers.inline import LaunchResult
+from schemas.changes import Write, receipt_path
+from schemas.documents import ReceiptDoc, RunDoc, Submission
+from schemas.enums import ErrorCategory, ReceiptStatus, RunStatus
+from schemas.envelopes import InputEnvelope, OutputEnvelope, sha256_hex
+from schemas.objects import ObjectFinalized
+from schemas.paths import (
+    InboxPath,
+    StepObjectPath,
+    attempt_id_for,
+    gs_uri,
+    is_slug,
+    parse_object_name,
+    run_id_for,
+    submission_object,
+)
+from schemas.settings import Settings
+from store.objects import ObjectConflict, ObjectMissing, ObjectStore, ObjectTooLarge
+from store.runs import Conflict, RunStore
+
+log = logging.getLogger("validibot.pipeline")
+
+# A commit that loses a race is re-planned from fresh reads; the second plan nearly always sees the winner.
+MAX_COMMIT_TRIES = 4
+MAX_REASON_CHARS = 600
+
+
+class Launcher(Protocol):
+    name: str
+
+    def launch(self, envelope: InputEnvelope, input_sha256: str) -> LaunchResult: ...
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_callback_id() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    store: RunStore
+    objects: ObjectStore
+    publisher: LifecyclePublisher
+    launchers: dict[str, Launcher]
+    clock: Callable[[], datetime] = field(default=_utcnow)
+    new_callback_id: Callable[[], str] = field(default=_new_callback_id)
+
+    def handle(self, event: ObjectFinalized) -> str:
+        """Route a finalized object by its path; returns what was done, for logs and tests."""
+        path = parse_object_name(event.name)
+        if path is None or event.bucket != self.settings.bucket:
+            log.debug("ignored gs://%s/%s: not a pipeline object", event.bucket, event.name)
+            return "ignored"
+        if isinstance(path, InboxPath):
+            outcome = self.intake(event, path)
+        elif path.kind == "input":
+            outcome = self.launch(event, path)
+        else:
+            outcome = self.ingest(event, path)
+        log.info("%s %s (generation %s): %s", path.__class__.__name__, event.name, event.generation, outcome)
+        return outcome
+
+    def _perform(self, plan: Plan) -> None:
+        self.publisher.publish(plan.events)
+        for obj in plan.objects:
+            # A conflict means an earlier delivery wrote it; LAUNCH checks its bytes against the attempt.
+            with contextlib.suppress(ObjectConflict):
+                self.objects.write_new(obj.uri, obj.data, obj.content_type)
+
+    # -- INTAKE -----------------------------------------------------------------------------------------
+
+    def intake(self, event: ObjectFinalized, path: InboxPath) -> str:
+        run_id = run_id_for(event.bucket, event.name, event.generation)
+        existing = self.store.run(run_id)
+        if existing is not None:
+            return self._replay_intake(run_id, existing.doc)
+        org = self.store.org(path.org) if is_slug(path.org) else None
+        workflow = self.store.workflow(path.org, path.workflow) if org and is_slug(path.workflow) else None
+        problem = intake_problem(path, event, org, workflow, self.settings)
+        submission = None
+        if problem is None and workflow is not None:
+            submission, problem = self._store_submission(run_id, event, path, submission_limit(workflow, self.settings))
+        plan = plan_intake(
+            run_id,
+            event,
+            path,
+            org,
+            workflow,
+            submission,
+            problem,
+            self.new_callback_id(),
+            self.settings,
+            self.clock(),
+        )
+        try:
+            self.store.commit(plan.writes)
+        except Conflict:
+            existing = self.store.run(run_id)
+            assert existing is not None, "a run create can only conflict with an existing run"
+            return self._replay_intake(run_id, existing.doc)
+        self._perform(plan)
+        return "refused" if problem else "created"
+
+    def _replay_intake(self, run_id: str, run: RunDoc) -> str:
+        # Once LAUNCH has claimed the first attempt, intake's effects are known to be done.
+        if run.status != RunStatus.PENDING and run.workflow is not None:
+            return "duplicate"
+        attempt = self.store.attempt(run_id, attempt_id_for(1, 1))
+        self._perform(intake_replay(run_id, run, attempt.doc if attempt else None, self.settings.bucket))
+        return "duplicate (effects replayed)"
+
+    def _store_submission(
+        self, run_id: str, event: ObjectFinalized, path: InboxPath, limit: int
+    ) -> tuple[Submission | None, Problem | None]:
+        """Copy the uploaded version into the run's folder, hashing it on the way."""
+        uri = gs_uri(event.bucket, submission_object(path.org, run_id, path.filename))
+        with tempfile.TemporaryDirectory(prefix="validibot-intake-") as scratch:
+            local = Path(scratch) / "submission"
+            try:
+                size, sha256 = self.objects.download_hashed(
+                    gs_uri(event.bucket, event.name), event.generation, local, max_bytes=limit
+                )
+            except ObjectTooLarge:
+                return None, Problem(
+                    ErrorCategory.VALIDATION_FAILED,
+                    f"the file is larger than the limit of {limit} bytes (VALIDIBOT_MAX_SUBMISSION_BYTES)",
+                )
+            except ObjectMissing:
+                return None, Problem(
+                    ErrorCategory.VALIDATION_FAILED, "the uploaded file was replaced or deleted before it was read"
+                )
+            try:
+                stored = self.objects.write_new_file(uri, local, event.content_type, sha256)
+            except ObjectConflict:
+                found = self.objects.stat(uri)
+                if found is None or found.sha256 != sha256:
+                    return None, Problem(ErrorCategory.SYSTEM_ERROR, f"{uri} exists with other contents")
+                stored = found
+        return (
+            Submission(
+                name=path.filename,
+                uri=uri,
+                generation=stored.generation,
+                size_bytes=size,
+                sha256=sha256,
+                content_type=event.content_type,
+            ),
+            None,
+        )
+
+    # -- LAUNCH -----------------------------------------------------------------------------------------
+
+    def _read_input(self, event: ObjectFinalized, expected_sha256: str) -> tuple[InputEnvelope | None, str | None]:
+        uri = gs_uri(event.bucket, event.name)
+        try:
+            data = self.objects.read_bytes(uri, event.generation, self.settings.max_envelope_bytes)
+        except ObjectMissing:
+            return None, "input.json was deleted or replaced before it was launched"
+        except ObjectTooLarge:
+            return None, f"input.json is over {self.settings.max_envelope_bytes} bytes"
+        if sha256_hex(data) != expected_sha256:
+            return None, "input.json is not the envelope scheduled for this attempt (sha256 differs)"
+        try:
+            return InputEnvelope.model_validate_json(data), None
+        except ValidationError as exc:
+            return None, f"input.json is not a valid input envelope: {_short(exc)}"
+
+    def launch(self, event: ObjectFinalized, path: StepObjectPath) -> str:
+        for _ in range(MAX_COMMIT_TRIES):
+            run = self.store.run(path.run_id)
+            attempt = self.store.attempt(path.run_id, path.attempt_id)
+            if run is None or attempt is None or run.doc.workflow is None:
+                log.warning("input.json for unknown attempt %s/%s: ignored", path.run_id, path.attempt_id)
+                return "unknown attempt"
+            if gs_uri(event.bucket, event.name) != attempt.doc.input_uri:
+                log.warning("%s is not the input_uri of attempt %s: ignored", event.name, path.attempt_id)
+                return "ignored"
+            envelope, problem = self._read_input(event, attempt.doc.input_sha256)
+            plan = plan_launch(
+                path.run_id, run, path.attempt_id, attempt, event.generation, problem, self.settings, self.clock()
+            )
+            if plan is None:
+                return "duplicate"
+            try:
+                self.store.commit(plan.writes)
+            except Conflict:
+                continue
+            self._perform(plan)
+            if envelope is None:
+                return f"failed: {problem}"
+            self.launchers[attempt.doc.launcher].launch(envelope, attempt.doc.input_sha256)
+            return "launched"
+        raise RuntimeError(f"attempt {path.run_id}/{path.attempt_id} kept changing while being claimed")
+
+    # -- INGEST -----------------------------------------------------------------------------------------
+
+    def _read_output(self, event: ObjectFinalized) -> tuple[OutputEnvelope | None, str | None]:
+        uri = gs_uri(event.bucket, event.name)
+        try:
+            data = self.objects.read_bytes(uri, event.generation, self.settings.max_envelope_bytes)
+            return OutputEnvelope.model_validate_json(data), None
+        except ObjectMissing:
+            return None, "output.json was deleted or replaced before it was read"
+        except ObjectTooLarge:
+            return None, f"output.json is over {self.settings.max_envelope_bytes} bytes"
+        except ValidationError as exc:
+            return None, f"output.json is not a valid output envelope: {_short(exc)}"
+
+    def ingest(self, event: ObjectFinalized, path: StepObjectPath) -> str:
+        output, problem = self._read_output(event)
+        if output is None:
+            return self._commit_rejection(reject(event, path, problem or "unreadable", self.settings, self.clock()))
+        for _ in range(MAX_COMMIT_TRIES):
+            receipt = self.store.receipt(output.callback_id)
+            if receipt is not None:
+                return self._replay_ingest(output.callback_id, receipt)
+            plan = plan_ingest(
+                event,
+                path,
+                output,
+                self.store.run(path.run_id),
+                self.store.attempt(path.run_id, path.attempt_id),
+                self.new_callback_id(),
+                self.settings,
+                self.clock(),
+            )
+            if plan.receipt_to_complete is None:
+                return self._commit_rejection(plan)
+            try:
+                self.store.commit(plan.writes)
+            except Conflict:
+                continue
+            self._perform(plan)
+            self._complete_receipt(*plan.receipt_to_complete)
+            return "applied"
+        raise RuntimeError(f"attempt {path.run_id}/{path.attempt_id} kept changing while its output was applied")
+
+    def _commit_rejection(self, plan: Plan) -> str:
+        try:
+            self.store.commit(plan.writes)
+        except Conflict:
+            return "duplicate (already recorded)"
+        receipt = plan.writes[0].doc
+        assert isinstance(receipt, ReceiptDoc)
+        log.warning("output %s rejected: %s", receipt.output_uri, receipt.reason)
+        return f"rejected: {receipt.reason}"
+
+    def _complete_receipt(self, callback_id: str, receipt: ReceiptDoc) -> None:
+        completed = receipt.model_copy(update={"status": ReceiptStatus.COMPLETED})
+        self.store.commit([Write(receipt_path(callback_id), completed, "upsert")])
+
+    def _replay_ingest(self, callback_id: str, receipt: ReceiptDoc) -> str:
+        if receipt.status != ReceiptStatus.PROCESSING:
+            return "duplicate"
+        # An earlier delivery committed the result and stopped before its effects: perform them again.
+        assert receipt.run_id is not None
+        assert receipt.attempt_id is not None
+        run = self.store.run(receipt.run_id)
+        attempt = self.store.attempt(receipt.run_id, receipt.attempt_id)
+        assert run is not None, "a PROCESSING receipt is committed with its run"
+        assert attempt is not None, "a PROCESSING receipt is committed with its attempt"
+        step = self.store.step(receipt.run_id, attempt.doc.step)
+        assert step is not None
+        next_id = next_attempt = None
+        if run.doc.ended_at is None:
+            following = self.store.step(receipt.run_id, attempt.doc.step + 1)
+            next_id = following.attempt_id if following else None
+            found = self.store.attempt(receipt.run_id, next_id) if next_id else None
+            next_attempt = found.doc if found else None
+        self._perform(ingest_effects(receipt.run_id, run.doc, step, next_id, next_attempt, self.settings.bucket))
+        self._complete_receipt(callback_id, receipt)
+        return "duplicate (effects replayed)"

@@ -1,0 +1,1 @@
+"""Validators, the runtime that turns an input envelope into an output envelope, and launchers."""

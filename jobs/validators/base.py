@@ -1,0 +1,69 @@
+"""The interface every validator implements, whether it runs inline or as a job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol
+
+from pydantic import BaseModel
+
+from schemas.enums import EnvelopeStatus, Severity
+from schemas.envelopes import FileRef, Message, Metric
+
+
+class ConfigError(ValueError):
+    """A step's configuration this validator cannot use."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    ref: FileRef
+    path: Path
+
+
+@dataclass(frozen=True)
+class ValidationContext:
+    files: list[InputFile]
+    inputs: dict[str, Any]
+    workdir: Path
+
+    def primary(self) -> InputFile:
+        for f in self.files:
+            if f.ref.role == "primary":
+                return f
+        raise ConfigError("the envelope names no primary input file")
+
+
+@dataclass
+class ValidationResult:
+    messages: list[Message] = field(default_factory=list)
+    metrics: list[Metric] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    runtime_error: str | None = None
+
+    @property
+    def status(self) -> EnvelopeStatus:
+        if self.runtime_error is not None:
+            return EnvelopeStatus.FAILED_RUNTIME
+        if any(m.severity == Severity.ERROR for m in self.messages):
+            return EnvelopeStatus.FAILED_VALIDATION
+        return EnvelopeStatus.SUCCESS
+
+
+class Validator(Protocol):
+    id: ClassVar[str]
+    type: ClassVar[str]
+    version: ClassVar[str]
+    mode: ClassVar[Literal["inline", "job"]]
+    config_model: ClassVar[type[BaseModel]]
+
+    def validate(self, context: ValidationContext) -> ValidationResult: ...
+
+
+def parse_config(validator: Validator, config: dict[str, Any]) -> BaseModel:
+    """The step config as the validator's typed model; ConfigError says what is wrong with it."""
+    try:
+        return validator.config_model.model_validate(config)
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration for validator {validator.id!r}: {exc}") from exc

@@ -1,0 +1,161 @@
+"""Firestore documents (DESIGN §4). Field names are contracts read by the web, the CLI and operators."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.enums import (
+    AttemptState,
+    ErrorCategory,
+    JobStatus,
+    ReceiptStatus,
+    RunStatus,
+    Severity,
+    StepStatus,
+)
+from schemas.envelopes import Location, Metric
+from schemas.paths import SLUG_PATTERN
+
+
+class Document(BaseModel):
+    # Enum values are stored as their plain strings; unknown fields written by newer code are tolerated.
+    model_config = ConfigDict(use_enum_values=True, extra="ignore")
+
+    def to_firestore(self) -> dict[str, Any]:
+        return self.model_dump(mode="python")
+
+
+class Counts(Document):
+    ERROR: int = 0
+    WARNING: int = 0
+    INFO: int = 0
+
+    def plus(self, other: Counts) -> Counts:
+        return Counts(ERROR=self.ERROR + other.ERROR, WARNING=self.WARNING + other.WARNING, INFO=self.INFO + other.INFO)
+
+    @classmethod
+    def of(cls, severities: list[Severity]) -> Counts:
+        return cls(**{s.value: severities.count(s) for s in Severity})
+
+
+class StepSpec(Document):
+    key: str = Field(pattern=f"^{SLUG_PATTERN}$")
+    name: str
+    validator: str
+    config: dict[str, Any] = {}
+    timeout_seconds: int | None = Field(default=None, gt=0)
+
+
+class WorkflowLimits(Document):
+    max_submission_bytes: int | None = Field(default=None, gt=0)
+
+
+class WorkflowDoc(Document):
+    org: str
+    slug: str = Field(pattern=f"^{SLUG_PATTERN}$")
+    name: str
+    version: int = 1
+    steps: list[StepSpec] = Field(min_length=1, max_length=99)
+    fail_policy: Literal["stop", "continue"] = "stop"
+    retention_days: int = 30
+    limits: WorkflowLimits = WorkflowLimits()
+
+
+class WorkflowSnapshot(Document):
+    id: str
+    slug: str
+    version: int
+    name: str
+    fail_policy: Literal["stop", "continue"] = "stop"
+    steps: list[StepSpec]
+
+
+class OrgDoc(Document):
+    name: str
+    created_at: datetime
+
+
+class Submission(Document):
+    name: str
+    uri: str
+    generation: int
+    size_bytes: int
+    sha256: str
+    content_type: str | None = None
+
+
+class RunDoc(Document):
+    org: str
+    org_name: str
+    workflow: WorkflowSnapshot | None
+    workflow_slug: str
+    status: RunStatus
+    source: str
+    submission: Submission | None = None
+    submission_name: str
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_ms: int | None = None
+    current_step: int | None = None
+    counts: Counts = Counts()
+    error_category: ErrorCategory | None = None
+    error: str | None = None
+
+
+class StepDoc(Document):
+    number: int
+    step_key: str
+    name: str
+    validator: str
+    status: StepStatus = StepStatus.PENDING
+    attempt_id: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    counts: Counts = Counts()
+    metrics: list[Metric] = []
+    findings_stored: int = 0
+    error: str | None = None
+
+
+class AttemptDoc(Document):
+    step: int
+    step_key: str
+    callback_id: str
+    state: AttemptState
+    launcher: str
+    input_uri: str
+    input_generation: int | None = None
+    input_sha256: str
+    expected_output_uri: str
+    execution_name: str | None = None
+    job_status: JobStatus | None = None
+    scheduled_at: datetime
+    dispatched_at: datetime | None = None
+    finished_at: datetime | None = None
+    timeout_at: datetime | None = None
+    timeout_seconds: int
+    error: str | None = None
+
+
+class FindingDoc(Document):
+    step: int
+    index: int
+    severity: Severity
+    code: str
+    message: str
+    location: Location | None = None
+
+
+class ReceiptDoc(Document):
+    run_id: str | None
+    attempt_id: str | None
+    status: ReceiptStatus
+    received_at: datetime
+    output_uri: str
+    output_generation: int
+    expire_at: datetime
+    reason: str | None = None

@@ -1,0 +1,78 @@
+"""Status vocabularies (DESIGN §4). The string values are contracts: never rename them."""
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+    TIMED_OUT = "TIMED_OUT"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in (RunStatus.PENDING, RunStatus.RUNNING)
+
+
+class ErrorCategory(StrEnum):
+    VALIDATION_FAILED = "VALIDATION_FAILED"
+    RUNTIME_ERROR = "RUNTIME_ERROR"
+    TIMEOUT = "TIMEOUT"
+    SYSTEM_ERROR = "SYSTEM_ERROR"
+
+
+class StepStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    PASSED = "PASSED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+
+
+class AttemptState(StrEnum):
+    SCHEDULED = "SCHEDULED"
+    DISPATCHING = "DISPATCHING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+
+    @property
+    def is_live(self) -> bool:
+        return self in (AttemptState.SCHEDULED, AttemptState.DISPATCHING, AttemptState.RUNNING)
+
+
+class JobStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class ReceiptStatus(StrEnum):
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    REJECTED = "REJECTED"
+
+
+class EnvelopeStatus(StrEnum):
+    SUCCESS = "success"
+    FAILED_VALIDATION = "failed_validation"
+    FAILED_RUNTIME = "failed_runtime"
+    CANCELLED = "cancelled"
+
+
+class Severity(StrEnum):
+    ERROR = "ERROR"
+    WARNING = "WARNING"
+    INFO = "INFO"
+
+
+class LifecycleType(StrEnum):
+    RUN_CREATED = "org.validibot.run.v1.created"
+    STEP_STARTED = "org.validibot.step.v1.started"
+    STEP_COMPLETED = "org.validibot.step.v1.completed"
+    RUN_COMPLETED = "org.validibot.run.v1.completed"

@@ -1,0 +1,125 @@
+"""Input and output envelopes (DESIGN §7): the only contract between the pipeline and a validator."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.enums import EnvelopeStatus, Severity
+
+INPUT_SCHEMA_VERSION = "validibot.input.v1"
+OUTPUT_SCHEMA_VERSION = "validibot.output.v1"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ValidatorRef(Strict):
+    id: str
+    type: str
+    version: str
+
+
+class OrgRef(Strict):
+    id: str
+    name: str
+
+
+class WorkflowRef(Strict):
+    id: str
+    step_key: str
+    step_name: str
+
+
+class FileRef(Strict):
+    name: str
+    mime_type: str | None = None
+    role: str
+    uri: str
+    size_bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    generation: int | None = None
+
+
+class InputContext(Strict):
+    attempt_id: str
+    callback_id: str
+    expected_output_uri: str
+    execution_bundle_uri: str
+    timeout_seconds: int = Field(gt=0)
+
+
+class InputEnvelope(Strict):
+    schema_version: Literal["validibot.input.v1"] = INPUT_SCHEMA_VERSION
+    run_id: str
+    validator: ValidatorRef
+    org: OrgRef
+    workflow: WorkflowRef
+    input_files: list[FileRef]
+    resource_files: list[FileRef] = []
+    inputs: dict[str, Any] = {}
+    context: InputContext
+
+    def to_bytes(self) -> bytes:
+        """The canonical serialization: the bytes written to input.json and hashed into the attempt."""
+        return self.model_dump_json(indent=2).encode()
+
+
+class Location(Strict):
+    file_role: str | None = None
+    line: int | None = None
+    column: int | None = None
+    path: str | None = None
+
+
+class Message(Strict):
+    severity: Severity
+    code: str
+    text: str
+    location: Location | None = None
+
+
+class Metric(Strict):
+    name: str
+    value: float
+    unit: str | None = None
+
+
+class Artifact(Strict):
+    name: str
+    uri: str
+    size_bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    mime_type: str | None = None
+
+
+class Timing(Strict):
+    started_at: datetime
+    finished_at: datetime
+
+
+class OutputEnvelope(Strict):
+    schema_version: Literal["validibot.output.v1"] = OUTPUT_SCHEMA_VERSION
+    run_id: str
+    step_key: str
+    attempt_id: str
+    callback_id: str
+    input_envelope_sha256: str
+    validator: ValidatorRef
+    status: EnvelopeStatus
+    timing: Timing
+    messages: list[Message] = []
+    metrics: list[Metric] = []
+    artifacts: list[Artifact] = []
+    outputs: dict[str, Any] = {}
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(indent=2).encode()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

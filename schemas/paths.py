@@ -1,0 +1,138 @@
+"""The Cloud Storage object layout (DESIGN §3): building and parsing live together so they cannot drift.
+
+inbox/{org}/{workflow}/{filename}
+runs/{org}/{run_id}/submission/{filename}
+runs/{org}/{run_id}/steps/{nn}-{step_key}/{attempt_id}/input.json
+runs/{org}/{run_id}/steps/{nn}-{step_key}/{attempt_id}/output.json
+runs/{org}/{run_id}/steps/{nn}-{step_key}/{attempt_id}/artifacts/...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+SLUG_PATTERN = r"[a-z0-9][a-z0-9-]{0,62}"
+_SLUG = re.compile(rf"^{SLUG_PATTERN}$")
+_RUN_ID = re.compile(r"^[0-9a-f]{24}$")
+_ATTEMPT_ID = re.compile(r"^[0-9]{2}-[0-9]{1,3}$")
+_STEP_DIR = re.compile(rf"^(?P<number>[0-9]{{2}})-(?P<key>{SLUG_PATTERN})$")
+_FORBIDDEN_IN_FILENAME = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+INPUT_NAME = "input.json"
+OUTPUT_NAME = "output.json"
+
+
+class UnsafeName(ValueError):
+    """A user-supplied name that must not become part of an object path."""
+
+
+def is_slug(value: str) -> bool:
+    return bool(_SLUG.match(value))
+
+
+def check_filename(name: str, max_length: int) -> str:
+    """Return `name` if it is a safe leaf file name, else raise UnsafeName saying why."""
+    if not name:
+        raise UnsafeName("the file name is empty")
+    if len(name) > max_length:
+        raise UnsafeName(f"the file name is {len(name)} characters long; the limit is {max_length}")
+    if _FORBIDDEN_IN_FILENAME.search(name):
+        raise UnsafeName(
+            f"the file name {name!r} contains a path separator or control character; use a plain file name"
+        )
+    if name in (".", "..") or ".." in name:
+        raise UnsafeName(f"the file name {name!r} contains '..'")
+    if name != name.strip():
+        raise UnsafeName(f"the file name {name!r} has leading or trailing white space")
+    return name
+
+
+def run_id_for(bucket: str, name: str, generation: int) -> str:
+    """A stable id per uploaded object version, so every redelivery of its event names the same run."""
+    return hashlib.sha256(f"{bucket}/{name}#{generation}".encode()).hexdigest()[:24]
+
+
+def attempt_id_for(step_number: int, attempt_number: int) -> str:
+    return f"{step_number:02d}-{attempt_number}"
+
+
+def step_doc_id(step_number: int) -> str:
+    return f"{step_number:02d}"
+
+
+def inbox_object(org: str, workflow: str, filename: str) -> str:
+    return f"inbox/{org}/{workflow}/{filename}"
+
+
+def submission_object(org: str, run_id: str, filename: str) -> str:
+    return f"runs/{org}/{run_id}/submission/{filename}"
+
+
+def attempt_prefix(org: str, run_id: str, step_number: int, step_key: str, attempt_id: str) -> str:
+    return f"runs/{org}/{run_id}/steps/{step_number:02d}-{step_key}/{attempt_id}/"
+
+
+def gs_uri(bucket: str, name: str) -> str:
+    return f"gs://{bucket}/{name}"
+
+
+def parse_gs_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("gs://"):
+        raise ValueError(f"not a gs:// URI: {uri!r}")
+    bucket, _, name = uri[len("gs://") :].partition("/")
+    if not bucket or not name:
+        raise ValueError(f"a gs:// URI needs a bucket and an object name: {uri!r}")
+    return bucket, name
+
+
+class InboxPath(BaseModel):
+    """An object under inbox/. Segments are raw: INTAKE checks them and records why it refuses any."""
+
+    model_config = ConfigDict(frozen=True)
+    org: str
+    workflow: str
+    filename: str
+
+
+class StepObjectPath(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["input", "output"]
+    org: str
+    run_id: str
+    step_number: int
+    step_key: str
+    attempt_id: str
+
+
+ObjectPath = InboxPath | StepObjectPath
+
+
+def parse_object_name(name: str) -> ObjectPath | None:
+    """Classify an object name by the layout above; None for anything that triggers nothing."""
+    parts = name.split("/")
+    if parts[0] == "inbox":
+        # inbox/{org}/{workflow}/{rest...}: a rest with slashes is an unsafe name, not someone else's object.
+        if len(parts) < 4 or not parts[1] or not parts[2] or not parts[-1]:
+            return None
+        return InboxPath(org=parts[1], workflow=parts[2], filename="/".join(parts[3:]))
+    if parts[0] == "runs" and len(parts) == 7 and parts[3] == "steps":
+        _, org, run_id, _, step_dir, attempt_id, leaf = parts
+        step = _STEP_DIR.match(step_dir)
+        if not (step and is_slug(org) and _RUN_ID.match(run_id) and _ATTEMPT_ID.match(attempt_id)):
+            return None
+        kind = {INPUT_NAME: "input", OUTPUT_NAME: "output"}.get(leaf)
+        if kind is None:
+            return None
+        return StepObjectPath(
+            kind=kind,
+            org=org,
+            run_id=run_id,
+            step_number=int(step["number"]),
+            step_key=step["key"],
+            attempt_id=attempt_id,
+        )
+    return None

@@ -1,0 +1,31 @@
+"""Configuration, read from VALIDIBOT_* environment variables. Every limit the service enforces is here."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VALIDIBOT_", extra="ignore")
+
+    project: str = Field(
+        default="validibot-local", validation_alias=AliasChoices("VALIDIBOT_PROJECT", "GOOGLE_CLOUD_PROJECT")
+    )
+    bucket: str = "validibot-local"
+    notifications_topic: str = "validibot-gcs-notifications"
+    run_events_topic: str = "validibot-run-events"
+    dead_letter_topic: str = "validibot-dead-letter"
+    pipeline_subscription: str = "validibot-pipeline"
+
+    max_submission_bytes: int = Field(default=10 * MIB, gt=0)
+    max_filename_length: int = Field(default=200, gt=0, le=900)
+    max_envelope_bytes: int = Field(default=4 * MIB, gt=0)
+    max_messages_per_output: int = Field(default=10_000, gt=0)
+    # A step's findings, its skipped siblings and the run documents share one 500-write commit.
+    max_findings_per_step: int = Field(default=200, gt=0, le=300)
+    step_timeout_seconds: int = Field(default=600, gt=0)
+    dispatch_lease_seconds: int = Field(default=900, gt=0)
+    receipt_retention_days: int = Field(default=30, gt=0)

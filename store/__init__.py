@@ -1,0 +1,1 @@
+"""Adapters for Firestore (run state) and Cloud Storage (payloads). Thin: no pipeline decisions here."""

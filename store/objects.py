@@ -1,0 +1,143 @@
+"""Cloud Storage: create-only writes and reads pinned to a generation, verified by size and sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from google.api_core import exceptions as gexc
+from google.cloud import storage
+
+from schemas.envelopes import FileRef
+from schemas.paths import parse_gs_uri
+
+SHA256_METADATA_KEY = "sha256"
+_CHUNK = 1024 * 1024
+
+
+class ObjectConflict(Exception):
+    """A create-only write found the object already there."""
+
+
+class ObjectMissing(Exception):
+    """The object (at that generation) does not exist."""
+
+
+class ObjectTooLarge(Exception):
+    pass
+
+
+class IntegrityError(Exception):
+    """The bytes read are not the bytes the envelope promised."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    uri: str
+    generation: int
+    size: int
+    sha256: str | None
+
+
+class _Verifier:
+    """A write-only file wrapper that hashes what passes through and refuses more than `limit` bytes."""
+
+    def __init__(self, sink: BinaryIO, limit: int) -> None:
+        self._sink = sink
+        self._limit = limit
+        self.size = 0
+        self.digest = hashlib.sha256()
+
+    def write(self, chunk: bytes) -> int:
+        self.size += len(chunk)
+        if self.size > self._limit:
+            raise ObjectTooLarge(f"more than {self._limit} bytes")
+        self.digest.update(chunk)
+        return self._sink.write(chunk)
+
+
+class ObjectStore:
+    def __init__(self, client: storage.Client) -> None:
+        self._client = client
+
+    def _blob(self, uri: str, generation: int | None = None) -> storage.Blob:
+        bucket, name = parse_gs_uri(uri)
+        return self._client.bucket(bucket).blob(name, generation=generation)
+
+    def write_new(self, uri: str, data: bytes, content_type: str) -> StoredObject:
+        """Create `uri` with `data`; raise ObjectConflict if it exists. Never overwrites."""
+        blob = self._blob(uri)
+        sha256 = hashlib.sha256(data).hexdigest()
+        blob.metadata = {SHA256_METADATA_KEY: sha256}
+        try:
+            blob.upload_from_string(data, content_type=content_type, if_generation_match=0)
+        except gexc.PreconditionFailed as exc:
+            raise ObjectConflict(uri) from exc
+        return StoredObject(uri=uri, generation=int(blob.generation), size=len(data), sha256=sha256)
+
+    def write_new_file(self, uri: str, path: Path, content_type: str | None, sha256: str) -> StoredObject:
+        blob = self._blob(uri)
+        blob.metadata = {SHA256_METADATA_KEY: sha256}
+        try:
+            blob.upload_from_filename(str(path), content_type=content_type, if_generation_match=0)
+        except gexc.PreconditionFailed as exc:
+            raise ObjectConflict(uri) from exc
+        return StoredObject(uri=uri, generation=int(blob.generation), size=path.stat().st_size, sha256=sha256)
+
+    def stat(self, uri: str) -> StoredObject | None:
+        bucket, name = parse_gs_uri(uri)
+        blob = self._client.bucket(bucket).get_blob(name)
+        if blob is None:
+            return None
+        return StoredObject(
+            uri=uri,
+            generation=int(blob.generation),
+            size=int(blob.size),
+            sha256=(blob.metadata or {}).get(SHA256_METADATA_KEY),
+        )
+
+    def read_bytes(self, uri: str, generation: int, max_bytes: int) -> bytes:
+        """The bytes of exactly that generation; ObjectTooLarge past `max_bytes`."""
+        try:
+            data = self._blob(uri, generation).download_as_bytes(start=0, end=max_bytes)
+        except gexc.NotFound as exc:
+            raise ObjectMissing(f"{uri} (generation {generation})") from exc
+        if len(data) > max_bytes:
+            raise ObjectTooLarge(f"{uri} is larger than {max_bytes} bytes")
+        return data
+
+    def download_hashed(self, uri: str, generation: int, dest: Path, max_bytes: int) -> tuple[int, str]:
+        """Stream one generation to `dest` (renamed into place only when complete); return size and sha256."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=dest.parent, prefix=".partial-")
+        try:
+            with os.fdopen(fd, "wb") as sink:
+                verifier = _Verifier(sink, max_bytes)
+                self._blob(uri, generation).download_to_file(verifier)
+            os.replace(partial, dest)
+        except gexc.NotFound as exc:
+            raise ObjectMissing(f"{uri} (generation {generation})") from exc
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+        return verifier.size, verifier.digest.hexdigest()
+
+    def download_verified(self, ref: FileRef, dest: Path) -> Path:
+        """Fetch the file an envelope names, refusing any byte that differs from what it promised."""
+        if ref.generation is None:
+            raise IntegrityError(f"{ref.uri} is not pinned to a generation")
+        try:
+            size, sha256 = self.download_hashed(ref.uri, ref.generation, dest, max_bytes=ref.size_bytes)
+        except ObjectTooLarge as exc:
+            raise IntegrityError(f"{ref.name} is larger than the {ref.size_bytes} bytes recorded") from exc
+        if size != ref.size_bytes or sha256 != ref.sha256:
+            dest.unlink()
+            raise IntegrityError(
+                f"{ref.name} does not match what was recorded (size {size} vs {ref.size_bytes}, "
+                f"sha256 {sha256[:12]}… vs {ref.sha256[:12]}…)"
+            )
+        return dest
