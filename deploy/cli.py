@@ -1,1 +1,164 @@
-def main() -> None: ...
+"""The `validibot` command: bring up the local stack, submit files, benchmark."""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from deploy.provision import DEMO_ORG, provision, push_endpoint, seed_demo
+from deploy.stack import LocalStack, Ports, PrerequisiteMissing, emulator_env
+from schemas.documents import RunDoc
+from schemas.enums import RunStatus
+from schemas.paths import inbox_object, run_id_for
+from schemas.settings import Settings
+from store.clients import firestore_client, storage_client
+from store.runs import RunStore
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+LOCAL_PROJECT = "validibot-local"
+
+
+@click.group()
+def main() -> None:
+    """validibot-pipeline: event-driven validation on Google Cloud, or locally on its emulators."""
+
+
+def _use_local_emulators_by_default(settings: Settings) -> None:
+    """The local project id means the local stack: point clients at its default ports unless told otherwise."""
+    if settings.project == LOCAL_PROJECT:
+        for name, value in emulator_env(Ports(), settings.project).items():
+            os.environ.setdefault(name, value)
+
+
+@main.command()
+@click.option("--pubsub-port", default=Ports.pubsub, show_default=True)
+@click.option("--firestore-port", default=Ports.firestore, show_default=True)
+@click.option("--storage-port", default=Ports.storage, show_default=True)
+@click.option("--functions-port", default=Ports.functions, show_default=True)
+@click.option("--web-port", default=Ports.web, show_default=True)
+@click.option("--log-dir", default=".validibot/logs", show_default=True, type=click.Path(path_type=Path))
+@click.option("--demo/--no-demo", default=True, show_default=True, help="Submit the example files once up.")
+def up(
+    pubsub_port: int,
+    firestore_port: int,
+    storage_port: int,
+    functions_port: int,
+    web_port: int,
+    log_dir: Path,
+    demo: bool,
+) -> None:
+    """Start emulators, pipeline functions and web; provision, seed `demo`; stop all on Ctrl-C."""
+    settings = Settings()
+    ports = Ports(pubsub_port, firestore_port, storage_port, functions_port, web_port)
+    stack = LocalStack(ports, settings, log_dir.resolve())
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    # Installed explicitly: a process started in the background inherits SIGINT ignored.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        click.echo(f"Starting emulators (logs in {stack.log_dir}) ...")
+        stack.start_emulators()
+        os.environ.update(stack.env)
+        click.echo("Starting pipeline functions and web ...")
+        stack.start_functions()
+        provision(settings, storage_client(settings.project), push_endpoint(stack.functions_url, settings))
+        workflows = seed_demo(RunStore(firestore_client(settings.project)))
+        stack.start_web()
+        if demo:
+            for example in ("building-valid.json", "building-invalid.json"):
+                _upload(settings, EXAMPLES / example, DEMO_ORG, "json-basic")
+        _print_ready(stack, settings, [w.slug for w in workflows])
+        while (failed := stack.supervisor.first_failure()) is None:
+            time.sleep(0.5)
+        click.echo(f"{failed.name} exited ({failed.process.returncode}); see {failed.log_path}. Stopping.", err=True)
+        sys.exit(1)
+    except PrerequisiteMissing as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(3)
+    except KeyboardInterrupt:
+        click.echo("\nStopping ...")
+    finally:
+        stack.stop()
+
+
+def _print_ready(stack: LocalStack, settings: Settings, workflows: list[str]) -> None:
+    exports = " ".join(f"{k}={v}" for k, v in stack.env.items())
+    click.echo(
+        f"""
+validibot is up.
+  dashboard   {stack.web_url}/orgs/{DEMO_ORG}/runs
+  functions   {stack.functions_url}   (push subscription {settings.pipeline_subscription})
+  bucket      gs://{settings.bucket}  (Cloud Storage emulator {stack.env["STORAGE_EMULATOR_HOST"]})
+  workflows   {", ".join(workflows)}   (org {DEMO_ORG})
+
+Submit a file (in another terminal):
+  {exports} \\
+    validibot submit examples/building-invalid.json --workflow json-basic --wait
+
+Ctrl-C stops everything."""
+    )
+
+
+def _upload(settings: Settings, file: Path, org: str, workflow: str) -> str:
+    name = inbox_object(org, workflow, file.name)
+    blob = storage_client(settings.project).bucket(settings.bucket).blob(name)
+    content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    blob.upload_from_filename(str(file), content_type=content_type)
+    return run_id_for(settings.bucket, name, int(blob.generation))
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--workflow", "-w", required=True, help="Workflow slug, e.g. json-basic.")
+@click.option("--org", default=DEMO_ORG, show_default=True)
+@click.option("--wait", is_flag=True, help="Follow the run; exit 0 SUCCEEDED, 1 FAILED, 2 otherwise.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds --wait waits for a verdict.")
+def submit(file: Path, workflow: str, org: str, wait: bool, timeout: float) -> None:
+    """Upload FILE to inbox/ORG/WORKFLOW/ and print the run id."""
+    settings = Settings()
+    _use_local_emulators_by_default(settings)
+    run_id = _upload(settings, file, org, workflow)
+    click.echo(run_id)
+    if not wait:
+        return
+    store = RunStore(firestore_client(settings.project))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = store.run(run_id)
+        if found is not None and RunStatus(found.doc.status).is_terminal:
+            _print_verdict(store, run_id, found.doc, settings.web_url)
+            sys.exit({RunStatus.SUCCEEDED: 0, RunStatus.FAILED: 1}.get(RunStatus(found.doc.status), 2))
+        time.sleep(0.2)
+    click.echo(f"no verdict after {timeout:.0f}s (is the stack up?)", err=True)
+    sys.exit(2)
+
+
+def _print_verdict(store: RunStore, run_id: str, run: RunDoc, web_url: str) -> None:
+    click.echo(f"{run.status}  {run.submission_name}  ({run.duration_ms} ms)")
+    if run.error:
+        click.echo(f"  {run.error_category}: {run.error}")
+    for finding in store.findings(run_id, limit=50):
+        where = finding.location.path if finding.location and finding.location.path is not None else ""
+        click.echo(f"  {finding.severity:<7} {where or '/'}  {finding.message}")
+    click.echo(f"  details: {web_url}/orgs/{run.org}/runs/{run_id}")
+
+
+@main.command()
+@click.option("--samples", default=30, show_default=True, help="Sequential uploads per latency figure.")
+@click.option("--burst", default=200, show_default=True, help="Uploads in the throughput burst.")
+@click.option("--log-dir", default=".validibot/bench-logs", show_default=True, type=click.Path(path_type=Path))
+def bench(samples: int, burst: int, log_dir: Path) -> None:
+    """Measure the pipeline on a fresh local stack; print one JSON line."""
+    from deploy.bench import run_benchmark
+
+    click.echo(run_benchmark(samples, burst, log_dir.resolve()))

@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     run_events_topic: str = "validibot-run-events"
     dead_letter_topic: str = "validibot-dead-letter"
     pipeline_subscription: str = "validibot-pipeline"
+    default_org: str = "demo"
+    web_url: str = "http://127.0.0.1:8000"
 
     max_submission_bytes: int = Field(default=10 * MIB, gt=0)
     max_filename_length: int = Field(default=200, gt=0, le=900)
@@ -29,3 +31,5 @@ class Settings(BaseSettings):
     step_timeout_seconds: int = Field(default=600, gt=0)
     dispatch_lease_seconds: int = Field(default=900, gt=0)
     receipt_retention_days: int = Field(default=30, gt=0)
+    web_runs_per_page: int = Field(default=50, gt=0, le=500)
+    web_findings_per_page: int = Field(default=500, gt=0, le=5000)

@@ -1,0 +1,97 @@
+"""Create the bucket, topics and subscriptions of DESIGN §10, and seed the demo organization. Idempotent."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from importlib import resources
+
+from google.api_core import exceptions as gexc
+from google.cloud import pubsub_v1, storage
+from google.protobuf import duration_pb2
+
+from jobs.registry import get_validator
+from jobs.validators.base import parse_config
+from schemas.changes import Write, org_path, workflow_path
+from schemas.documents import OrgDoc, WorkflowDoc
+from schemas.settings import Settings
+from store.runs import RunStore
+
+DEMO_ORG = "demo"
+# Redelivery is the retry: a handler that raised is tried again after a backoff, then dead-lettered.
+MAX_DELIVERY_ATTEMPTS = 5
+ACK_DEADLINE_SECONDS = 60
+
+
+def push_endpoint(functions_url: str, settings: Settings) -> str:
+    # functions-framework reads the topic from the path when it turns a raw push into a CloudEvent.
+    return f"{functions_url}/projects/{settings.project}/topics/{settings.notifications_topic}"
+
+
+def provision(settings: Settings, gcs: storage.Client, push_to: str | None) -> None:
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    topics = {
+        name: publisher.topic_path(settings.project, name)
+        for name in (settings.notifications_topic, settings.run_events_topic, settings.dead_letter_topic)
+    }
+    for topic in topics.values():
+        _ignore_exists(lambda topic=topic: publisher.create_topic(name=topic))
+    dead_letter = topics[settings.dead_letter_topic]
+    _ignore_exists(
+        lambda: subscriber.create_subscription(
+            name=subscriber.subscription_path(settings.project, settings.dead_letter_topic), topic=dead_letter
+        )
+    )
+    if push_to is not None:
+        _ignore_exists(
+            lambda: subscriber.create_subscription(
+                request={
+                    "name": subscriber.subscription_path(settings.project, settings.pipeline_subscription),
+                    "topic": topics[settings.notifications_topic],
+                    "push_config": {"push_endpoint": push_to},
+                    "ack_deadline_seconds": ACK_DEADLINE_SECONDS,
+                    "dead_letter_policy": {
+                        "dead_letter_topic": dead_letter,
+                        "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
+                    },
+                    "retry_policy": {
+                        "minimum_backoff": duration_pb2.Duration(seconds=1),
+                        "maximum_backoff": duration_pb2.Duration(seconds=30),
+                    },
+                }
+            )
+        )
+    _ignore_exists(lambda: gcs.create_bucket(settings.bucket))
+
+
+def _ignore_exists(create: object) -> None:
+    try:
+        create()  # type: ignore[operator]
+    except gexc.AlreadyExists:
+        pass
+    except gexc.Conflict:  # Cloud Storage says 409 Conflict for an existing bucket
+        pass
+
+
+def demo_workflows() -> list[WorkflowDoc]:
+    seed = resources.files("deploy") / "seed"
+    workflows = []
+    for entry in sorted(seed.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".workflow.json"):
+            workflow = WorkflowDoc.model_validate(json.loads(entry.read_text()))
+            for step in workflow.steps:
+                parse_config(get_validator(step.validator), step.config)
+            workflows.append(workflow)
+    return workflows
+
+
+def seed_demo(store: RunStore) -> list[WorkflowDoc]:
+    workflows = demo_workflows()
+    store.commit(
+        [
+            Write(org_path(DEMO_ORG), OrgDoc(name="Demo organization", created_at=datetime.now(UTC)), "upsert"),
+            *(Write(workflow_path(w.org, w.slug), w, "upsert") for w in workflows),
+        ]
+    )
+    return workflows

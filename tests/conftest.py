@@ -1,0 +1,53 @@
+"""Session fixtures: real emulators on free ports, started once, stopped at the end."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from deploy.provision import provision, push_endpoint, seed_demo
+from deploy.stack import LocalStack, Ports
+from schemas.settings import Settings
+from store.clients import firestore_client, storage_client
+from store.runs import RunStore
+
+TEST_PROJECT = "validibot-test"
+
+
+def _start(tmp_path_factory: pytest.TempPathFactory, name: str, full: bool) -> Iterator[LocalStack]:
+    settings = Settings(project=TEST_PROJECT, bucket=f"validibot-{name}")
+    stack = LocalStack(Ports.free(), settings, tmp_path_factory.mktemp(f"{name}-logs"))
+    saved = {k: os.environ.get(k) for k in stack.env}
+    try:
+        stack.start_emulators()
+        os.environ.update(stack.env)
+        if full:
+            stack.start_functions()
+        provision(
+            settings, storage_client(settings.project), push_endpoint(stack.functions_url, settings) if full else None
+        )
+        seed_demo(RunStore(firestore_client(settings.project)))
+        if full:
+            stack.start_web()
+        yield stack
+    finally:
+        stack.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """Pub/Sub, Firestore and Cloud Storage emulators; the tests drive the handlers themselves."""
+    yield from _start(tmp_path_factory, "integration", full=False)
+
+
+@pytest.fixture(scope="session")
+def full_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The whole `validibot up` stack: emulators, push subscription, functions server and web."""
+    yield from _start(tmp_path_factory, "e2e", full=True)
