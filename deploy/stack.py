@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -149,10 +150,8 @@ class Supervisor:
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 @dataclass
@@ -222,7 +221,7 @@ class LocalStack:
                 "finalize",
                 "-log-level",
                 "warn",
-            ],  # fmt: skip
+            ],
             {"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{p.pubsub}"},
         )
         self.supervisor.wait_ready(pubsub, lambda: _http_ok(f"http://127.0.0.1:{p.pubsub}/"))
@@ -246,7 +245,7 @@ class LocalStack:
                 "127.0.0.1",
                 "--port",
                 str(self.ports.functions),
-            ],  # fmt: skip
+            ],
             {**self.env, **self._settings_env()},
         )
         self.supervisor.wait_ready(child, lambda: _http_ok(self.functions_url))
@@ -265,7 +264,7 @@ class LocalStack:
                 "--access-logfile",
                 "-",
                 "web.app:create_app()",
-            ],  # fmt: skip
+            ],
             {**self.env, **self._settings_env()},
         )
         self.supervisor.wait_ready(child, lambda: _http_ok(f"{self.web_url}/healthz"))
