@@ -246,7 +246,7 @@ class LocalStack:
                 "--port",
                 str(self.ports.functions),
             ],
-            {**self.env, **self._settings_env()},
+            {**self.env, **self.settings_env()},
         )
         self.supervisor.wait_ready(child, lambda: _http_ok(self.functions_url))
 
@@ -265,11 +265,11 @@ class LocalStack:
                 "-",
                 "web.app:create_app()",
             ],
-            {**self.env, **self._settings_env()},
+            {**self.env, **self.settings_env()},
         )
         self.supervisor.wait_ready(child, lambda: _http_ok(f"{self.web_url}/healthz"))
 
-    def _settings_env(self) -> dict[str, str]:
+    def settings_env(self) -> dict[str, str]:
         """Pass the stack's own settings to its children, so both sides agree on bucket, topics and limits."""
         return {f"VALIDIBOT_{name.upper()}": str(value) for name, value in self.settings.model_dump().items()}
 

@@ -100,15 +100,17 @@ def harness(emulators: LocalStack) -> Harness:
 
 
 @pytest.fixture
-def run_events(emulators: LocalStack) -> Iterator[pubsub_v1.SubscriberClient | tuple]:
+def run_events(emulators: LocalStack) -> Iterator[tuple[pubsub_v1.SubscriberClient, str]]:
     """A fresh pull subscription on the lifecycle topic, as a downstream subscriber would make."""
     settings = emulators.settings
     subscriber = pubsub_v1.SubscriberClient()
     name = subscriber.subscription_path(settings.project, f"test-{uuid.uuid4().hex[:12]}")
     subscriber.create_subscription(
-        name=name,
-        topic=f"projects/{settings.project}/topics/{settings.run_events_topic}",
-        enable_message_ordering=True,
+        request={
+            "name": name,
+            "topic": f"projects/{settings.project}/topics/{settings.run_events_topic}",
+            "enable_message_ordering": True,
+        }
     )
     yield subscriber, name
     subscriber.delete_subscription(subscription=name)

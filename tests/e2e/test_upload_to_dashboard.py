@@ -1,0 +1,96 @@
+"""The whole local stack, as a user meets it: `validibot submit`, a plain client upload, the dashboard."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from deploy.stack import LocalStack
+from schemas.enums import RunStatus
+from schemas.paths import inbox_object, run_id_for
+from store.clients import firestore_client, storage_client
+from store.runs import RunStore
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+VALIDIBOT = Path(sys.executable).parent / "validibot"
+
+
+def submit(stack: LocalStack, file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **stack.env, **stack.settings_env(), "VALIDIBOT_WEB_URL": stack.web_url}
+    return subprocess.run(
+        [str(VALIDIBOT), "submit", str(file), "--workflow", "json-basic", "--wait", "--timeout", "60", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def page(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
+
+
+def test_valid_and_invalid_documents_reach_their_verdicts_and_the_dashboard(full_stack: LocalStack) -> None:
+    valid = submit(full_stack, EXAMPLES / "building-valid.json")
+    invalid = submit(full_stack, EXAMPLES / "building-invalid.json")
+
+    assert valid.returncode == 0, valid.stderr
+    assert invalid.returncode == 1, invalid.stderr
+    valid_id = valid.stdout.splitlines()[0]
+    invalid_id = invalid.stdout.splitlines()[0]
+    assert re.fullmatch(r"[0-9a-f]{24}", valid_id)
+    assert "SUCCEEDED  building-valid.json" in valid.stdout
+    assert "VALIDATION_FAILED: step 1 'Building summary schema' failed validation with 4 errors" in invalid.stdout
+    assert len([line for line in invalid.stdout.splitlines() if line.strip().startswith("ERROR")]) == 4
+    assert "ERROR   /building_id  '42' does not match '^B-[0-9]{4}$'" in invalid.stdout
+
+    dashboard = page(f"{full_stack.web_url}/orgs/demo/runs")
+    assert f'href="/orgs/demo/runs/{valid_id}"><span class="status SUCCEEDED">SUCCEEDED' in dashboard
+    assert f'href="/orgs/demo/runs/{invalid_id}"><span class="status FAILED">FAILED' in dashboard
+
+    detail = page(f"{full_stack.web_url}/orgs/demo/runs/{invalid_id}")
+    assert "VALIDATION_FAILED" in detail
+    assert "<code>/systems/1/kind</code>" in detail
+    assert "&#39;steam&#39; is not one of" in detail
+
+
+def test_plain_client_upload_into_the_inbox_works_the_same(full_stack: LocalStack) -> None:
+    settings = full_stack.settings
+    name = inbox_object("demo", "json-basic", "uploaded-with-the-client.json")
+    blob = storage_client(settings.project).bucket(settings.bucket).blob(name)
+    blob.upload_from_filename(str(EXAMPLES / "building-invalid.json"), content_type="application/json")
+    run_id = run_id_for(settings.bucket, name, int(blob.generation))
+
+    store = RunStore(firestore_client(settings.project))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = store.run(run_id)
+        if found and RunStatus(found.doc.status).is_terminal:
+            break
+        time.sleep(0.2)
+    assert found is not None
+    assert found.doc.status == RunStatus.FAILED
+    assert found.doc.counts.ERROR == 4
+    assert "uploaded-with-the-client.json" in page(f"{full_stack.web_url}/orgs/demo/runs")
+
+
+def test_another_org_cannot_see_a_demo_run(full_stack: LocalStack) -> None:
+    result = submit(full_stack, EXAMPLES / "building-valid.json")
+    run_id = result.stdout.splitlines()[0]
+
+    assert page(f"{full_stack.web_url}/orgs/demo/runs/{run_id}")
+    with pytest.raises(urllib.error.HTTPError) as not_found:
+        page(f"{full_stack.web_url}/orgs/other/runs/{run_id}")
+    assert not_found.value.code == 404
+    assert run_id not in page(f"{full_stack.web_url}/orgs/other/runs")

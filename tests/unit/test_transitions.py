@@ -1,0 +1,336 @@
+"""The pipeline's decisions, without any I/O: documents in, planned writes and effects out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from functions.transitions import (
+    Plan,
+    intake_problem,
+    plan_ingest,
+    plan_intake,
+    plan_launch,
+    rejected_receipt_id,
+)
+from schemas.changes import attempt_path, receipt_path, run_path, step_path
+from schemas.documents import AttemptDoc, OrgDoc, RunDoc, StepDoc, StepSpec, Submission, WorkflowDoc, WorkflowLimits
+from schemas.enums import AttemptState, ErrorCategory, LifecycleType, ReceiptStatus, RunStatus, StepStatus
+from schemas.envelopes import InputEnvelope, Message, OutputEnvelope, sha256_hex
+from schemas.objects import ObjectFinalized
+from schemas.paths import InboxPath, parse_object_name, run_id_for
+from schemas.settings import Settings
+from store.runs import Versioned
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+SETTINGS = Settings(bucket="bkt", max_findings_per_step=3, dispatch_lease_seconds=60)
+SCHEMA = {"type": "object", "required": ["name"]}
+ORG = OrgDoc(name="Demo", created_at=NOW)
+
+
+def spec(key: str) -> StepSpec:
+    return StepSpec(key=key, name=key.title(), validator="json-schema", config={"schema": SCHEMA})
+
+
+def workflow(*keys: str, fail_policy: str = "stop") -> WorkflowDoc:
+    return WorkflowDoc(org="demo", slug="wf", name="WF", steps=[spec(k) for k in keys], fail_policy=fail_policy)
+
+
+def inbox_event(size: int = 10) -> ObjectFinalized:
+    return ObjectFinalized(bucket="bkt", name="inbox/demo/wf/a.json", generation=7, size=size)
+
+
+PATH = InboxPath(org="demo", workflow="wf", filename="a.json")
+RUN_ID = run_id_for("bkt", "inbox/demo/wf/a.json", 7)
+SUBMISSION = Submission(
+    name="a.json", uri=f"gs://bkt/runs/demo/{RUN_ID}/submission/a.json", generation=3, size_bytes=10, sha256="a" * 64
+)
+
+
+def intake(wf: WorkflowDoc) -> Plan:
+    return plan_intake(RUN_ID, inbox_event(), PATH, ORG, wf, SUBMISSION, None, "cb-1", SETTINGS, NOW)
+
+
+def written(plan: Plan, path: tuple[str, ...]):
+    [write] = [w for w in plan.writes if w.path == path]
+    return write
+
+
+def versioned(doc):
+    return Versioned(doc, NOW)
+
+
+def launched(wf: WorkflowDoc) -> tuple[RunDoc, AttemptDoc]:
+    plan = intake(wf)
+    run, attempt = written(plan, run_path(RUN_ID)).doc, written(plan, attempt_path(RUN_ID, "01-1")).doc
+    claim = plan_launch(RUN_ID, versioned(run), "01-1", versioned(attempt), 11, None, SETTINGS, NOW)
+    return written(claim, run_path(RUN_ID)).doc, written(claim, attempt_path(RUN_ID, "01-1")).doc
+
+
+def output_for(attempt: AttemptDoc, status: str = "success", messages: list[Message] | None = None) -> OutputEnvelope:
+    return OutputEnvelope(
+        run_id=RUN_ID,
+        step_key=attempt.step_key,
+        attempt_id=f"{attempt.step:02d}-1",
+        callback_id=attempt.callback_id,
+        input_envelope_sha256=attempt.input_sha256,
+        validator={"id": "json-schema", "type": "json-schema", "version": "1"},
+        status=status,
+        timing={"started_at": NOW, "finished_at": NOW},
+        messages=messages or [],
+    )
+
+
+def output_event(attempt: AttemptDoc) -> ObjectFinalized:
+    return ObjectFinalized(
+        bucket="bkt", name=attempt.expected_output_uri.removeprefix("gs://bkt/"), generation=5, size=1
+    )
+
+
+def ingest(run: RunDoc, attempt: AttemptDoc, output: OutputEnvelope, event: ObjectFinalized | None = None) -> Plan:
+    event = event or output_event(attempt)
+    return plan_ingest(
+        event, parse_object_name(event.name), output, versioned(run), versioned(attempt), "cb-next", SETTINGS, NOW
+    )
+
+
+def errors(n: int) -> list[Message]:
+    return [Message(severity="ERROR", code="x", text=f"problem {i}") for i in range(n)]
+
+
+# -- INTAKE ------------------------------------------------------------------------------------------------
+
+
+def test_intake_creates_run_steps_and_first_attempt_whose_input_hash_is_recorded() -> None:
+    plan = intake(workflow("one", "two"))
+
+    assert [(w.path, w.mode) for w in plan.writes] == [
+        (run_path(RUN_ID), "create"),
+        (step_path(RUN_ID, 1), "create"),
+        (step_path(RUN_ID, 2), "create"),
+        (attempt_path(RUN_ID, "01-1"), "create"),
+    ]
+    run = written(plan, run_path(RUN_ID)).doc
+    assert run.status == RunStatus.PENDING
+    assert run.current_step == 1
+    attempt = written(plan, attempt_path(RUN_ID, "01-1")).doc
+    assert attempt.state == AttemptState.SCHEDULED
+    assert attempt.expected_output_uri == f"gs://bkt/runs/demo/{RUN_ID}/steps/01-one/01-1/output.json"
+    [input_json] = plan.objects
+    assert input_json.uri == attempt.input_uri
+    assert sha256_hex(input_json.data) == attempt.input_sha256
+    envelope = InputEnvelope.model_validate_json(input_json.data)
+    assert envelope.context.callback_id == "cb-1"
+    assert envelope.input_files[0].generation == 3
+    assert envelope.inputs == {"schema": SCHEMA}
+    assert [e.type for e in plan.events] == [LifecycleType.RUN_CREATED]
+    assert [written(plan, step_path(RUN_ID, n)).doc.attempt_id for n in (1, 2)] == ["01-1", None]
+
+
+def test_intake_input_envelope_is_deterministic() -> None:
+    assert intake(workflow("one")).objects == intake(workflow("one")).objects
+
+
+def test_refused_submission_is_one_failed_run_and_two_events() -> None:
+    problem = intake_problem(
+        PATH,
+        inbox_event(size=101),
+        ORG,
+        workflow("one").model_copy(update={"limits": WorkflowLimits(max_submission_bytes=100)}),
+        SETTINGS,
+    )
+    plan = plan_intake(RUN_ID, inbox_event(101), PATH, ORG, None, None, problem, "cb", SETTINGS, NOW)
+
+    [write] = plan.writes
+    assert write.mode == "create"
+    assert write.doc.status == RunStatus.FAILED
+    assert write.doc.error_category == ErrorCategory.VALIDATION_FAILED
+    assert write.doc.error == "the file is 101 bytes; the limit is 100 bytes (VALIDIBOT_MAX_SUBMISSION_BYTES)"
+    assert write.doc.duration_ms == 0
+    assert [e.type for e in plan.events] == [LifecycleType.RUN_CREATED, LifecycleType.RUN_COMPLETED]
+    assert plan.objects == []
+
+
+def test_misconfigured_workflow_is_a_system_error() -> None:
+    bad = workflow("one").model_copy(update={"steps": [StepSpec(key="x", name="X", validator="nope")]})
+    problem = intake_problem(PATH, inbox_event(), ORG, bad, SETTINGS)
+    assert problem.category == ErrorCategory.SYSTEM_ERROR
+    assert "unknown validator 'nope'" in problem.message
+
+    broken_schema = StepSpec(key="x", name="X", validator="json-schema", config={"schema": {"type": 12}})
+    problem = intake_problem(
+        PATH, inbox_event(), ORG, workflow("one").model_copy(update={"steps": [broken_schema]}), SETTINGS
+    )
+    assert problem.category == ErrorCategory.SYSTEM_ERROR
+    assert "not a valid JSON Schema" in problem.message
+
+
+def test_acceptable_submission_has_no_problem() -> None:
+    assert intake_problem(PATH, inbox_event(), ORG, workflow("one"), SETTINGS) is None
+
+
+# -- LAUNCH ------------------------------------------------------------------------------------------------
+
+
+def test_launch_claims_a_scheduled_attempt_once() -> None:
+    plan = intake(workflow("one"))
+    run, attempt = written(plan, run_path(RUN_ID)).doc, written(plan, attempt_path(RUN_ID, "01-1")).doc
+
+    claim = plan_launch(RUN_ID, versioned(run), "01-1", versioned(attempt), 11, None, SETTINGS, NOW)
+
+    claimed = written(claim, attempt_path(RUN_ID, "01-1"))
+    assert claimed.mode == "replace"
+    assert claimed.read_at == NOW  # the precondition that makes a concurrent second claim fail
+    assert claimed.doc.state == AttemptState.DISPATCHING
+    assert claimed.doc.input_generation == 11
+    assert claimed.doc.timeout_at == NOW + timedelta(seconds=SETTINGS.step_timeout_seconds)
+    assert written(claim, run_path(RUN_ID)).doc.status == RunStatus.RUNNING
+    assert written(claim, step_path(RUN_ID, 1)).doc.status == StepStatus.RUNNING
+    assert [e.type for e in claim.events] == [LifecycleType.STEP_STARTED]
+    assert plan_launch(RUN_ID, versioned(run), "01-1", versioned(claimed.doc), 11, None, SETTINGS, NOW) is None
+
+
+def test_a_dispatching_claim_is_taken_over_only_after_its_lease() -> None:
+    run, attempt = launched(workflow("one"))
+    within = NOW + timedelta(seconds=59)
+    after = NOW + timedelta(seconds=60)
+    assert plan_launch(RUN_ID, versioned(run), "01-1", versioned(attempt), 11, None, SETTINGS, within) is None
+    assert plan_launch(RUN_ID, versioned(run), "01-1", versioned(attempt), 11, None, SETTINGS, after) is not None
+    with_job = attempt.model_copy(update={"execution_name": "executions/e1"})
+    assert plan_launch(RUN_ID, versioned(run), "01-1", versioned(with_job), 11, None, SETTINGS, after) is None
+
+
+def test_bad_input_json_fails_the_run_and_skips_what_is_left() -> None:
+    plan = intake(workflow("one", "two", fail_policy="continue"))
+    run, attempt = written(plan, run_path(RUN_ID)).doc, written(plan, attempt_path(RUN_ID, "01-1")).doc
+
+    failed = plan_launch(RUN_ID, versioned(run), "01-1", versioned(attempt), 11, "tampered", SETTINGS, NOW)
+
+    new_run = written(failed, run_path(RUN_ID)).doc
+    assert new_run.status == RunStatus.FAILED
+    assert new_run.error_category == ErrorCategory.SYSTEM_ERROR
+    assert new_run.error == "step 1 'One': tampered"
+    assert written(failed, attempt_path(RUN_ID, "01-1")).doc.state == AttemptState.FAILED
+    assert written(failed, step_path(RUN_ID, 2)).doc.status == StepStatus.SKIPPED
+    assert [e.type for e in failed.events] == [LifecycleType.STEP_COMPLETED, LifecycleType.RUN_COMPLETED]
+
+
+def test_launch_of_a_finished_run_does_nothing() -> None:
+    plan = intake(workflow("one"))
+    run, attempt = written(plan, run_path(RUN_ID)).doc, written(plan, attempt_path(RUN_ID, "01-1")).doc
+    canceled = run.model_copy(update={"status": RunStatus.CANCELED})
+    assert plan_launch(RUN_ID, versioned(canceled), "01-1", versioned(attempt), 11, None, SETTINGS, NOW) is None
+
+
+# -- INGEST ------------------------------------------------------------------------------------------------
+
+
+def test_applied_output_caps_stored_findings_but_counts_them_all() -> None:
+    run, attempt = launched(workflow("one"))
+
+    plan = ingest(run, attempt, output_for(attempt, "failed_validation", errors(5)))
+
+    assert written(plan, receipt_path(attempt.callback_id)).doc.status == ReceiptStatus.PROCESSING
+    assert written(plan, receipt_path(attempt.callback_id)).mode == "create"
+    findings = [w for w in plan.writes if w.path[2:3] == ("findings",)]
+    assert [w.path[-1] for w in findings] == ["01-1-0000", "01-1-0001", "01-1-0002"]
+    step: StepDoc = written(plan, step_path(RUN_ID, 1)).doc
+    assert step.counts.ERROR == 5
+    assert step.findings_stored == 3
+    new_run = written(plan, run_path(RUN_ID)).doc
+    assert new_run.status == RunStatus.FAILED
+    assert new_run.error_category == ErrorCategory.VALIDATION_FAILED
+    assert new_run.error == "step 1 'One' failed validation with 5 errors"
+    assert new_run.duration_ms == 0
+    assert [e.type for e in plan.events] == [LifecycleType.STEP_COMPLETED, LifecycleType.RUN_COMPLETED]
+    assert plan.receipt_to_complete[0] == attempt.callback_id
+
+
+def test_passing_step_schedules_the_next_with_a_fresh_callback_id() -> None:
+    run, attempt = launched(workflow("one", "two"))
+
+    plan = ingest(run, attempt, output_for(attempt))
+
+    next_attempt = written(plan, attempt_path(RUN_ID, "02-1"))
+    assert next_attempt.mode == "create"
+    assert next_attempt.doc.callback_id == "cb-next"
+    assert next_attempt.doc.step_key == "two"
+    [input_json] = plan.objects
+    assert sha256_hex(input_json.data) == next_attempt.doc.input_sha256
+    new_run = written(plan, run_path(RUN_ID)).doc
+    assert (new_run.status, new_run.current_step, new_run.ended_at) == (RunStatus.RUNNING, 2, None)
+    assert [e.type for e in plan.events] == [LifecycleType.STEP_COMPLETED]
+
+
+def test_continue_policy_runs_every_step_and_fails_at_the_end() -> None:
+    run, attempt = launched(workflow("one", "two", fail_policy="continue"))
+
+    first = ingest(run, attempt, output_for(attempt, "failed_validation", errors(1)))
+    run_after = written(first, run_path(RUN_ID)).doc
+    assert run_after.status == RunStatus.RUNNING
+    assert run_after.error == "step 1 'One' failed validation with 1 error"
+
+    second_attempt = written(first, attempt_path(RUN_ID, "02-1")).doc.model_copy(
+        update={"state": AttemptState.DISPATCHING}
+    )
+    last = ingest(run_after, second_attempt, output_for(second_attempt))
+    final = written(last, run_path(RUN_ID)).doc
+    assert final.status == RunStatus.FAILED
+    assert final.error_category == ErrorCategory.VALIDATION_FAILED
+    assert final.counts.ERROR == 1
+
+
+def test_stop_policy_skips_the_remaining_steps() -> None:
+    run, attempt = launched(workflow("one", "two", "three"))
+    plan = ingest(
+        run, attempt, output_for(attempt, "failed_runtime", [Message(severity="ERROR", code="runtime", text="boom")])
+    )
+
+    assert written(plan, run_path(RUN_ID)).doc.error == "step 1 'One' could not run: boom"
+    assert written(plan, run_path(RUN_ID)).doc.error_category == ErrorCategory.RUNTIME_ERROR
+    assert written(plan, attempt_path(RUN_ID, "01-1")).doc.state == AttemptState.FAILED
+    assert [written(plan, step_path(RUN_ID, n)).doc.status for n in (2, 3)] == [StepStatus.SKIPPED] * 2
+    assert plan.objects == []
+
+
+def test_cancelled_output_cancels_the_run_whatever_the_policy() -> None:
+    run, attempt = launched(workflow("one", "two", fail_policy="continue"))
+    plan = ingest(run, attempt, output_for(attempt, "cancelled"))
+    assert written(plan, run_path(RUN_ID)).doc.status == RunStatus.CANCELED
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"callback_id": "guess"}, "callback_id does not match the attempt"),
+        ({"input_envelope_sha256": "0" * 64}, "input_envelope_sha256 does not match the input.json that was launched"),
+        ({"run_id": "f" * 24}, "run_id or attempt_id does not match the output's path"),
+        ({"step_key": "other"}, "step does not match the attempt"),
+    ],
+)
+def test_mismatched_output_is_rejected_under_its_own_object_id(change: dict, reason: str) -> None:
+    run, attempt = launched(workflow("one"))
+    event = output_event(attempt)
+
+    plan = ingest(run, attempt, output_for(attempt).model_copy(update=change), event)
+
+    [write] = plan.writes
+    assert write.path == receipt_path(rejected_receipt_id(event))
+    assert write.doc.status == ReceiptStatus.REJECTED
+    assert write.doc.reason == reason
+    assert plan.events == []
+    assert plan.receipt_to_complete is None
+
+
+def test_output_for_an_attempt_no_longer_current_is_recorded_as_late() -> None:
+    run, attempt = launched(workflow("one"))
+    timed_out = run.model_copy(update={"status": RunStatus.TIMED_OUT})
+
+    plan = ingest(timed_out, attempt, output_for(attempt))
+
+    [write] = plan.writes
+    assert write.path == receipt_path(attempt.callback_id)
+    assert write.doc.status == ReceiptStatus.REJECTED
+    assert write.doc.reason.startswith("late: ")
+    assert plan.receipt_to_complete is None
