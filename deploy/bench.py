@@ -1,2 +1,159 @@
-def run_benchmark(samples: int, burst: int, log_dir) -> str:  # placeholder until the bench lands
-    raise NotImplementedError
+"""`validibot bench`: latency and throughput of the real pipeline on a fresh local stack, as one JSON line.
+
+All figures come from one run on one machine, so ratios are meaningful even when the machine is noisy:
+- floor: upload → notification → push → a no-op function's single Firestore write (one hop), p50;
+- end to end: upload of a small valid JSON document → terminal run status (three hops plus the work), p50/p95,
+  and its ratio to three floor hops;
+- burst: N concurrent uploads, runs reaching a terminal status per second.
+Times are taken from the clocks of the functions themselves (same machine), so polling adds no error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from google.cloud import pubsub_v1
+
+from deploy.bench_floor import FLOOR_COLLECTION, FLOOR_PREFIX, floor_doc_id
+from deploy.provision import DEMO_ORG, provision, push_endpoint, seed_demo
+from deploy.stack import LocalStack, Ports
+from schemas.enums import RunStatus
+from schemas.paths import inbox_object, run_id_for
+from schemas.settings import Settings
+from store.clients import firestore_client, storage_client
+from store.runs import RunStore
+
+WARMUP = 3
+# Polling only decides when to look; the times measured come from the functions, so it can be gentle.
+POLL_SECONDS = 0.02
+WAIT_SECONDS = 120.0
+BURST_UPLOADERS = 16
+DOCUMENT = json.dumps({"building_id": "B-0001", "name": "Bench", "floor_area_m2": 100.0, "climate_zone": "4A"}).encode()
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def _wait_for(check, what: str):
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        found = check()
+        if found is not None:
+            return found
+        time.sleep(POLL_SECONDS)
+    raise TimeoutError(f"no {what} after {WAIT_SECONDS:.0f}s")
+
+
+class Bench:
+    def __init__(self, stack: LocalStack) -> None:
+        settings = stack.settings
+        self.settings = settings
+        self.bucket = storage_client(settings.project).bucket(settings.bucket)
+        self.db = firestore_client(settings.project)
+        self.store = RunStore(self.db)
+
+    def upload(self, name: str) -> tuple[float, int]:
+        started = time.time()
+        blob = self.bucket.blob(name)
+        blob.upload_from_string(DOCUMENT, content_type="application/json")
+        return started, int(blob.generation)
+
+    def floor_hop_ms(self) -> float:
+        name = f"{FLOOR_PREFIX}{uuid.uuid4().hex}.json"
+        started, _ = self.upload(name)
+        ref = self.db.collection(FLOOR_COLLECTION).document(floor_doc_id(name))
+        arrived = _wait_for(lambda: (ref.get().to_dict() or {}).get("arrived"), "floor record")
+        return (arrived - started) * 1000
+
+    def run_end(self, run_id: str) -> float:
+        def ended() -> float | None:
+            found = self.store.run(run_id)
+            if found is None or not RunStatus(found.doc.status).is_terminal:
+                return None
+            if found.doc.status != RunStatus.SUCCEEDED:
+                raise RuntimeError(f"benchmark run {run_id} ended {found.doc.status}: {found.doc.error}")
+            return found.doc.ended_at.timestamp()
+
+        return _wait_for(ended, f"verdict for run {run_id}")
+
+    def submit(self) -> tuple[float, str]:
+        name = inbox_object(DEMO_ORG, "json-basic", f"bench-{uuid.uuid4().hex}.json")
+        started, generation = self.upload(name)
+        return started, run_id_for(self.settings.bucket, name, generation)
+
+    def end_to_end_ms(self) -> float:
+        started, run_id = self.submit()
+        return (self.run_end(run_id) - started) * 1000
+
+    def burst(self, count: int) -> tuple[float, list[float]]:
+        with ThreadPoolExecutor(max_workers=BURST_UPLOADERS) as pool:
+            submitted = list(pool.map(lambda _: self.submit(), range(count)))
+        ends = [self.run_end(run_id) for _, run_id in submitted]
+        first_upload = min(started for started, _ in submitted)
+        latencies = [(end - started) * 1000 for (started, _), end in zip(submitted, ends, strict=True)]
+        return count / (max(ends) - first_upload), latencies
+
+
+def run_benchmark(samples: int, burst: int, log_dir: Path) -> str:
+    settings = Settings(bucket="validibot-bench")
+    stack = LocalStack(Ports.free(), settings, log_dir)
+    floor_port = Ports.free().functions
+    try:
+        stack.start_emulators()
+        os.environ.update(stack.env)
+        stack.start_functions()
+        stack.start_function_server("bench-floor", Path(__file__).with_name("bench_floor.py"), "record", floor_port)
+        provision(settings, storage_client(settings.project), push_endpoint(stack.functions_url, settings))
+        subscriber = pubsub_v1.SubscriberClient()
+        floor_subscription = subscriber.subscription_path(settings.project, "bench-floor")
+        subscriber.create_subscription(
+            request={
+                "name": floor_subscription,
+                "topic": f"projects/{settings.project}/topics/{settings.notifications_topic}",
+                "push_config": {"push_endpoint": push_endpoint(f"http://127.0.0.1:{floor_port}", settings)},
+            }
+        )
+        seed_demo(RunStore(firestore_client(settings.project)))
+        bench = Bench(stack)
+
+        for _ in range(WARMUP):
+            bench.floor_hop_ms()
+        floor_ms = [bench.floor_hop_ms() for _ in range(samples)]
+        # The floor's subscription would otherwise add a push per pipeline object to what is measured next.
+        subscriber.delete_subscription(subscription=floor_subscription)
+        for _ in range(WARMUP):
+            bench.end_to_end_ms()
+        e2e_ms = [bench.end_to_end_ms() for _ in range(samples)]
+        runs_per_s, burst_ms = bench.burst(burst)
+    finally:
+        stack.stop()
+
+    floor_p50 = statistics.median(floor_ms)
+    e2e_p50 = statistics.median(e2e_ms)
+    return json.dumps(
+        {
+            "samples": samples,
+            "floor_hop_p50_ms": round(floor_p50, 1),
+            "e2e_p50_ms": round(e2e_p50, 1),
+            "e2e_p95_ms": round(_percentile(e2e_ms, 0.95), 1),
+            "e2e_p50_over_3_floor_hops": round(e2e_p50 / (3 * floor_p50), 2),
+            "burst_runs": burst,
+            "burst_runs_per_s": round(runs_per_s, 1),
+            "burst_latency_p50_ms": round(statistics.median(burst_ms), 1),
+            "burst_latency_p95_ms": round(_percentile(burst_ms, 0.95), 1),
+            "cpus": os.cpu_count(),
+        }
+    )
+
+
+if __name__ == "__main__":
+    print(run_benchmark(30, 200, Path(tempfile.mkdtemp(prefix="validibot-bench-"))))

@@ -229,26 +229,35 @@ class LocalStack:
         self.supervisor.wait_ready(storage, lambda: _http_ok(f"http://127.0.0.1:{p.storage}/storage/v1/b"))
 
     def start_functions(self) -> None:
-        child = self.supervisor.start(
+        self.start_function_server(
             "functions",
+            Path(__file__).resolve().parent.parent / "functions" / "main.py",
+            "handle_event",
+            self.ports.functions,
+        )
+
+    def start_function_server(self, name: str, source: Path, target: str, port: int) -> None:
+        """A CloudEvent function served by functions-framework, as Cloud Run functions would serve it."""
+        child = self.supervisor.start(
+            name,
             [
                 sys.executable,
                 "-m",
                 "functions_framework",
                 "--target",
-                "handle_event",
+                target,
                 "--source",
-                str(Path(__file__).resolve().parent.parent / "functions" / "main.py"),
+                str(source),
                 "--signature-type",
                 "cloudevent",
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(self.ports.functions),
+                str(port),
             ],
             {**self.env, **self.settings_env()},
         )
-        self.supervisor.wait_ready(child, lambda: _http_ok(self.functions_url))
+        self.supervisor.wait_ready(child, lambda: _http_ok(f"http://127.0.0.1:{port}"))
 
     def start_web(self) -> None:
         child = self.supervisor.start(
