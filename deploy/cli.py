@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import shlex
 import signal
 import sys
 import time
@@ -93,6 +94,7 @@ def up(
 
 def _print_ready(stack: LocalStack, settings: Settings, workflows: list[str]) -> None:
     exports = " ".join(f"{k}={v}" for k, v in stack.env.items())
+    validibot = shlex.quote(str(Path(sys.executable).parent / "validibot"))
     click.echo(
         f"""
 validibot is up.
@@ -103,7 +105,7 @@ validibot is up.
 
 Submit a file (in another terminal):
   {exports} \\
-    validibot submit examples/building-invalid.json --workflow json-basic --wait
+    {validibot} submit examples/building-invalid.json --workflow json-basic --wait
 
 Ctrl-C stops everything."""
     )

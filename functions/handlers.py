@@ -10,6 +10,7 @@ import contextlib
 import logging
 import secrets
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,13 +94,15 @@ class Pipeline:
         if path is None or event.bucket != self.settings.bucket:
             log.debug("ignored gs://%s/%s: not a pipeline object", event.bucket, event.name)
             return "ignored"
+        started = time.perf_counter()
         if isinstance(path, InboxPath):
             outcome = self.intake(event, path)
         elif path.kind == "input":
             outcome = self.launch(event, path)
         else:
             outcome = self.ingest(event, path)
-        log.info("%s %s (generation %s): %s", path.__class__.__name__, event.name, event.generation, outcome)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        log.info("%s (generation %s): %s in %.0f ms", event.name, event.generation, outcome, elapsed_ms)
         return outcome
 
     def _perform(self, plan: Plan) -> None:
