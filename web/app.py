@@ -71,6 +71,10 @@ def create_app(settings: Settings | None = None, store: RunStore | None = None) 
             return "—"
         return f"{ms} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
 
+    @app.template_filter("number")
+    def number(value: float) -> str:
+        return f"{value:g}"
+
     @app.template_filter("when")
     def when(value: Any) -> str:
         return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
