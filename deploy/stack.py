@@ -81,7 +81,7 @@ def check_prerequisites() -> None:
             )
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
             return response.status < 500
@@ -224,9 +224,9 @@ class LocalStack:
             ],
             {"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{p.pubsub}"},
         )
-        self.supervisor.wait_ready(pubsub, lambda: _http_ok(f"http://127.0.0.1:{p.pubsub}/"))
-        self.supervisor.wait_ready(firestore, lambda: _http_ok(f"http://127.0.0.1:{p.firestore}/"))
-        self.supervisor.wait_ready(storage, lambda: _http_ok(f"http://127.0.0.1:{p.storage}/storage/v1/b"))
+        self.supervisor.wait_ready(pubsub, lambda: http_ok(f"http://127.0.0.1:{p.pubsub}/"))
+        self.supervisor.wait_ready(firestore, lambda: http_ok(f"http://127.0.0.1:{p.firestore}/"))
+        self.supervisor.wait_ready(storage, lambda: http_ok(f"http://127.0.0.1:{p.storage}/storage/v1/b"))
 
     def start_functions(self) -> None:
         self.start_function_server(
@@ -257,7 +257,7 @@ class LocalStack:
             ],
             {**self.env, **self.settings_env()},
         )
-        self.supervisor.wait_ready(child, lambda: _http_ok(f"http://127.0.0.1:{port}"))
+        self.supervisor.wait_ready(child, lambda: http_ok(f"http://127.0.0.1:{port}"))
 
     def start_web(self) -> None:
         child = self.supervisor.start(
@@ -276,7 +276,7 @@ class LocalStack:
             ],
             {**self.env, **self.settings_env()},
         )
-        self.supervisor.wait_ready(child, lambda: _http_ok(f"{self.web_url}/healthz"))
+        self.supervisor.wait_ready(child, lambda: http_ok(f"{self.web_url}/healthz"))
 
     def settings_env(self) -> dict[str, str]:
         """Pass the stack's own settings to its children, so both sides agree on bucket, topics and limits."""

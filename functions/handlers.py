@@ -29,12 +29,13 @@ from functions.transitions import (
     plan_ingest,
     plan_intake,
     plan_launch,
+    plan_release,
     reject,
     submission_limit,
 )
 from jobs.launchers.inline import LaunchResult
-from schemas.changes import Write, receipt_path
-from schemas.documents import ReceiptDoc, RunDoc, Submission
+from schemas.changes import Write, attempt_path, receipt_path
+from schemas.documents import AttemptDoc, ReceiptDoc, RunDoc, Submission
 from schemas.enums import ErrorCategory, ReceiptStatus, RunStatus
 from schemas.envelopes import InputEnvelope, OutputEnvelope, sha256_hex
 from schemas.objects import ObjectFinalized
@@ -233,9 +234,24 @@ class Pipeline:
             self._perform(plan)
             if envelope is None:
                 return f"failed: {problem}"
-            self.launchers[attempt.doc.launcher].launch(envelope, attempt.doc.input_sha256)
+            try:
+                self.launchers[attempt.doc.launcher].launch(envelope, attempt.doc.input_sha256)
+            except Exception:
+                # Raising makes the platform redeliver; without the release that redelivery would find the
+                # attempt DISPATCHING, take it for a duplicate, and the run would never finish.
+                self._release_claim(path, plan)
+                raise
             return "launched"
         raise RuntimeError(f"attempt {path.run_id}/{path.attempt_id} kept changing while being claimed")
+
+    def _release_claim(self, path: StepObjectPath, claim: Plan) -> None:
+        claimed = next(w.doc for w in claim.writes if w.path == attempt_path(path.run_id, path.attempt_id))
+        assert isinstance(claimed, AttemptDoc)
+        current = self.store.attempt(path.run_id, path.attempt_id)
+        release = plan_release(path.run_id, path.attempt_id, current, claimed) if current else None
+        if release is not None:
+            with contextlib.suppress(Conflict):
+                self.store.commit(release.writes)
 
     # -- INGEST -----------------------------------------------------------------------------------------
 

@@ -451,6 +451,20 @@ def plan_launch(
     )
 
 
+def plan_release(run_id: str, attempt_id: str, current: Versioned[AttemptDoc], claimed: AttemptDoc) -> Plan | None:
+    """Undo this handler's own claim after its launch failed, so the redelivery can claim the attempt again.
+
+    None when the attempt moved on since (another claim, or an output already applied): nothing to undo.
+    """
+    doc = current.doc
+    if doc.state != AttemptState.DISPATCHING or doc.dispatched_at != claimed.dispatched_at:
+        return None
+    released = doc.model_copy(
+        update={"state": AttemptState.SCHEDULED, "dispatched_at": None, "timeout_at": None, "input_generation": None}
+    )
+    return Plan(writes=[Write(attempt_path(run_id, attempt_id), released, "replace", current.update_time)])
+
+
 def _no_next_step(run: RunDoc, number: int) -> tuple[str, AttemptDoc]:
     raise AssertionError("a step that ends its run schedules nothing")
 

@@ -334,3 +334,21 @@ def test_output_for_an_attempt_no_longer_current_is_recorded_as_late() -> None:
     assert write.doc.status == ReceiptStatus.REJECTED
     assert write.doc.reason.startswith("late: ")
     assert plan.receipt_to_complete is None
+
+
+def test_a_failed_launch_releases_only_its_own_claim() -> None:
+    from functions.transitions import plan_release
+
+    _, claimed = launched(workflow("one"))
+
+    release = plan_release(RUN_ID, "01-1", versioned(claimed), claimed)
+    [write] = release.writes
+    assert (write.mode, write.read_at) == ("replace", NOW)
+    assert write.doc.state == AttemptState.SCHEDULED
+    assert write.doc.dispatched_at is None
+    assert write.doc.callback_id == claimed.callback_id
+
+    reclaimed = claimed.model_copy(update={"dispatched_at": NOW + timedelta(minutes=20)})
+    assert plan_release(RUN_ID, "01-1", versioned(reclaimed), claimed) is None
+    completed = claimed.model_copy(update={"state": AttemptState.COMPLETED})
+    assert plan_release(RUN_ID, "01-1", versioned(completed), claimed) is None
