@@ -22,7 +22,7 @@ from pathlib import Path
 from google.cloud import pubsub_v1
 
 from deploy.bench_floor import FLOOR_COLLECTION, FLOOR_PREFIX, floor_doc_id
-from deploy.provision import DEMO_ORG, provision, push_endpoint, seed_demo
+from deploy.provision import DEMO_ORG, push_endpoint
 from deploy.stack import LocalStack, Ports
 from schemas.enums import RunStatus
 from schemas.paths import inbox_object, run_id_for
@@ -108,11 +108,8 @@ def run_benchmark(samples: int, burst: int, log_dir: Path) -> str:
     stack = LocalStack(Ports.free(), settings, log_dir)
     floor_port = Ports.free().functions
     try:
-        stack.start_emulators()
-        os.environ.update(stack.env)
-        stack.start_functions()
+        stack.start(web=False)
         stack.start_function_server("bench-floor", Path(__file__).with_name("bench_floor.py"), "record", floor_port)
-        provision(settings, storage_client(settings.project), push_endpoint(stack.functions_url, settings))
         subscriber = pubsub_v1.SubscriberClient()
         floor_subscription = subscriber.subscription_path(settings.project, "bench-floor")
         subscriber.create_subscription(
@@ -122,7 +119,6 @@ def run_benchmark(samples: int, burst: int, log_dir: Path) -> str:
                 "push_config": {"push_endpoint": push_endpoint(f"http://127.0.0.1:{floor_port}", settings)},
             }
         )
-        seed_demo(RunStore(firestore_client(settings.project)))
         bench = Bench(stack)
 
         for _ in range(WARMUP):

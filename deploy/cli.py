@@ -13,7 +13,7 @@ from types import FrameType
 
 import click
 
-from deploy.provision import DEMO_ORG, provision, push_endpoint, seed_demo
+from deploy.provision import DEMO_ORG
 from deploy.stack import LocalStack, Ports, PrerequisiteMissing, emulator_env
 from schemas.documents import RunDoc
 from schemas.enums import RunStatus
@@ -67,14 +67,8 @@ def up(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        click.echo(f"Starting emulators (logs in {stack.log_dir}) ...")
-        stack.start_emulators()
-        os.environ.update(stack.env)
-        click.echo("Starting pipeline functions and web ...")
-        stack.start_functions()
-        provision(settings, storage_client(settings.project), push_endpoint(stack.functions_url, settings))
-        workflows = seed_demo(RunStore(firestore_client(settings.project)))
-        stack.start_web()
+        click.echo(f"Starting emulators, pipeline functions and web (logs in {stack.log_dir}) ...")
+        workflows = stack.start()
         if demo:
             for example in ("building-valid.json", "building-invalid.json"):
                 _upload(settings, EXAMPLES / example, DEMO_ORG, "json-basic")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
 
@@ -65,9 +66,9 @@ def provision(settings: Settings, gcs: storage.Client, push_to: str | None) -> N
     _ignore_exists(lambda: gcs.create_bucket(settings.bucket))
 
 
-def _ignore_exists(create: object) -> None:
+def _ignore_exists(create: Callable[[], object]) -> None:
     try:
-        create()  # type: ignore[operator]
+        create()
     except gexc.AlreadyExists:
         pass
     except gexc.Conflict:  # Cloud Storage says 409 Conflict for an existing bucket

