@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 from pydantic import ValidationError
 
@@ -26,14 +25,16 @@ from functions.transitions import (
     ingest_effects,
     intake_problem,
     intake_replay,
+    plan_dispatched,
     plan_ingest,
     plan_intake,
     plan_launch,
+    plan_launch_refused,
     plan_release,
     reject,
     submission_limit,
 )
-from jobs.launchers.inline import LaunchResult
+from jobs.launchers.base import Launcher, LauncherBusy, LaunchRefused, LaunchResult
 from schemas.changes import Write, attempt_path, receipt_path
 from schemas.documents import AttemptDoc, ReceiptDoc, RunDoc, Submission
 from schemas.enums import ErrorCategory, ReceiptStatus, RunStatus
@@ -60,15 +61,15 @@ MAX_COMMIT_TRIES = 4
 MAX_REASON_CHARS = 600
 
 
-class Launcher(Protocol):
-    name: str
-
-    def launch(self, envelope: InputEnvelope, input_sha256: str) -> LaunchResult: ...
-
-
 def _short(exc: Exception) -> str:
     text = str(exc).strip()
     return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
+
+
+def _claimed_attempt(path: StepObjectPath, claim: Plan) -> AttemptDoc:
+    claimed = next(w.doc for w in claim.writes if w.path == attempt_path(path.run_id, path.attempt_id))
+    assert isinstance(claimed, AttemptDoc)
+    return claimed
 
 
 def _utcnow() -> datetime:
@@ -234,24 +235,66 @@ class Pipeline:
             self._perform(plan)
             if envelope is None:
                 return f"failed: {problem}"
+            claimed = _claimed_attempt(path, plan)
+            launcher = self.launchers.get(attempt.doc.launcher)
             try:
-                self.launchers[attempt.doc.launcher].launch(envelope, attempt.doc.input_sha256)
-            except Exception:
+                if launcher is None:
+                    raise LaunchRefused(f"no launcher {attempt.doc.launcher!r} is configured in this deployment")
+                result = launcher.launch(envelope, attempt.doc.input_sha256)
+            except LaunchRefused as exc:
+                self._refuse_launch(path, claimed, str(exc))
+                return f"failed: {exc}"
+            except Exception as exc:
                 # Raising makes the platform redeliver; without the release that redelivery would find the
                 # attempt DISPATCHING, take it for a duplicate, and the run would never finish.
-                self._release_claim(path, plan)
+                self._release_claim(path, claimed)
+                if isinstance(exc, LauncherBusy):
+                    log.warning("%s: %s; the event will be redelivered", event.name, exc)
                 raise
+            self._record_execution(path, claimed, result)
             return "launched"
         raise RuntimeError(f"attempt {path.run_id}/{path.attempt_id} kept changing while being claimed")
 
-    def _release_claim(self, path: StepObjectPath, claim: Plan) -> None:
-        claimed = next(w.doc for w in claim.writes if w.path == attempt_path(path.run_id, path.attempt_id))
-        assert isinstance(claimed, AttemptDoc)
+    def _release_claim(self, path: StepObjectPath, claimed: AttemptDoc) -> None:
         current = self.store.attempt(path.run_id, path.attempt_id)
         release = plan_release(path.run_id, path.attempt_id, current, claimed) if current else None
         if release is not None:
             with contextlib.suppress(Conflict):
                 self.store.commit(release.writes)
+
+    def _record_execution(self, path: StepObjectPath, claimed: AttemptDoc, result: LaunchResult) -> None:
+        if result.execution_name is None:
+            return  # inline: the output is written already, there is no execution to find again
+        for _ in range(MAX_COMMIT_TRIES):
+            current = self.store.attempt(path.run_id, path.attempt_id)
+            plan = current and plan_dispatched(
+                path.run_id, path.attempt_id, current, claimed, result.execution_name, result.job_status
+            )
+            if not plan:
+                return
+            try:
+                self.store.commit(plan.writes)
+                return
+            except Conflict:
+                continue
+
+    def _refuse_launch(self, path: StepObjectPath, claimed: AttemptDoc, reason: str) -> None:
+        for _ in range(MAX_COMMIT_TRIES):
+            run = self.store.run(path.run_id)
+            current = self.store.attempt(path.run_id, path.attempt_id)
+            plan = (
+                run
+                and current
+                and plan_launch_refused(path.run_id, run, path.attempt_id, current, claimed, reason, self.clock())
+            )
+            if not plan:
+                return
+            try:
+                self.store.commit(plan.writes)
+            except Conflict:
+                continue
+            self._perform(plan)
+            return
 
     # -- INGEST -----------------------------------------------------------------------------------------
 

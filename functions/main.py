@@ -15,7 +15,9 @@ from cloudevents.http import CloudEvent
 from events.decode import UndecodableEvent, decode_finalize
 from events.publish import LifecyclePublisher
 from functions.handlers import Pipeline
+from jobs.launchers.base import Launcher
 from jobs.launchers.inline import InlineLauncher
+from jobs.launchers.local import LocalProcessLauncher
 from schemas.settings import Settings
 from store.clients import firestore_client, storage_client
 from store.objects import ObjectStore
@@ -27,6 +29,19 @@ _lock = threading.Lock()
 _pipeline: Pipeline | None = None
 
 
+def build_launchers(settings: Settings, objects: ObjectStore) -> dict[str, Launcher]:
+    """Inline always; job validators go to the one job launcher this deployment is configured for."""
+    launchers: dict[str, Launcher] = {"inline": InlineLauncher(objects, settings)}
+    if settings.job_launcher == "cloudrun":
+        # Imported here so a local deployment never loads the Cloud Run client or looks for credentials.
+        from jobs.launchers.cloudrun import CloudRunLauncher, jobs_client
+
+        launchers["cloudrun"] = CloudRunLauncher(settings, jobs_client(settings))
+    else:
+        launchers["local"] = LocalProcessLauncher(objects, settings)
+    return launchers
+
+
 def build_pipeline(settings: Settings) -> Pipeline:
     objects = ObjectStore(storage_client(settings.project))
     return Pipeline(
@@ -34,7 +49,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         store=RunStore(firestore_client(settings.project)),
         objects=objects,
         publisher=LifecyclePublisher(settings.project, settings.run_events_topic),
-        launchers={"inline": InlineLauncher(objects, settings.max_messages_per_output)},
+        launchers=build_launchers(settings, objects),
     )
 
 

@@ -39,12 +39,15 @@ from schemas.enums import (
     AttemptState,
     EnvelopeStatus,
     ErrorCategory,
+    JobStatus,
     LifecycleType,
     ReceiptStatus,
     RunStatus,
     StepStatus,
 )
 from schemas.envelopes import (
+    RUNTIME_CODE,
+    TIMEOUT_CODE,
     FileRef,
     InputContext,
     InputEnvelope,
@@ -181,7 +184,7 @@ def schedule_attempt(
         step_key=spec.key,
         callback_id=callback_id,
         state=AttemptState.SCHEDULED,
-        launcher=get_validator(spec.validator).mode,
+        launcher="inline" if get_validator(spec.validator).mode == "inline" else settings.job_launcher,
         input_uri=gs_uri(bucket, prefix + INPUT_NAME),
         input_sha256="",
         expected_output_uri=gs_uri(bucket, prefix + OUTPUT_NAME),
@@ -242,8 +245,10 @@ def after_step(
         return run, writes, next_id, next_attempt
     if outcome.cancelled:
         status = RunStatus.CANCELED
+    elif run.error_category is None:
+        status = RunStatus.SUCCEEDED
     else:
-        status = RunStatus.SUCCEEDED if run.error_category is None else RunStatus.FAILED
+        status = RunStatus.TIMED_OUT if run.error_category == ErrorCategory.TIMEOUT else RunStatus.FAILED
     run = _finish(run, status, now)
     skipped = [
         Write(step_path(run_id, n), step_doc(workflow.steps[n - 1], n, status=StepStatus.SKIPPED), "upsert")
@@ -397,40 +402,10 @@ def plan_launch(
     )
     if current.state != AttemptState.SCHEDULED and not lease_expired:
         return None
+    if input_problem is not None:
+        return _fail_launch(run_id, run, attempt_id, attempt, input_problem, input_generation, now)
     spec = _snapshot(doc).steps[current.step - 1]
     started = doc.started_at or now
-    if input_problem is not None:
-        problem = Problem(ErrorCategory.SYSTEM_ERROR, f"step {current.step} '{spec.name}': {input_problem}")
-        failed = current.model_copy(
-            update={
-                "state": AttemptState.FAILED,
-                "input_generation": input_generation,
-                "finished_at": now,
-                "error": input_problem,
-            }
-        )
-        step = step_doc(
-            spec, current.step, status=StepStatus.FAILED, attempt_id=attempt_id, ended_at=now, error=input_problem
-        )
-        new_run, extra, _, _ = after_step(
-            run_id,
-            doc.model_copy(update={"started_at": started}),
-            StepOutcome(current.step, Counts(), problem, halt=True),
-            now,
-            _no_next_step,
-        )
-        return Plan(
-            writes=[
-                Write(attempt_path(run_id, attempt_id), failed, "replace", attempt.update_time),
-                Write(step_path(run_id, current.step), step, "upsert"),
-                Write(run_path(run_id), new_run, "replace", run.update_time),
-                *extra,
-            ],
-            events=[
-                lifecycle_event(LifecycleType.STEP_COMPLETED, run_id, new_run, now, step),
-                lifecycle_event(LifecycleType.RUN_COMPLETED, run_id, new_run, now),
-            ],
-        )
     claimed = current.model_copy(
         update={
             "state": AttemptState.DISPATCHING,
@@ -451,13 +426,87 @@ def plan_launch(
     )
 
 
+def _fail_launch(
+    run_id: str,
+    run: Versioned[RunDoc],
+    attempt_id: str,
+    attempt: Versioned[AttemptDoc],
+    reason: str,
+    input_generation: int,
+    now: datetime,
+) -> Plan:
+    """The step could not be started at all: the attempt and the run end with a SYSTEM_ERROR saying why."""
+    current, doc = attempt.doc, run.doc
+    spec = _snapshot(doc).steps[current.step - 1]
+    problem = Problem(ErrorCategory.SYSTEM_ERROR, f"step {current.step} '{spec.name}': {reason}")
+    failed = current.model_copy(
+        update={"state": AttemptState.FAILED, "input_generation": input_generation, "finished_at": now, "error": reason}
+    )
+    step = step_doc(spec, current.step, status=StepStatus.FAILED, attempt_id=attempt_id, ended_at=now, error=reason)
+    new_run, extra, _, _ = after_step(
+        run_id,
+        doc.model_copy(update={"started_at": doc.started_at or now}),
+        StepOutcome(current.step, Counts(), problem, halt=True),
+        now,
+        _no_next_step,
+    )
+    return Plan(
+        writes=[
+            Write(attempt_path(run_id, attempt_id), failed, "replace", attempt.update_time),
+            Write(step_path(run_id, current.step), step, "upsert"),
+            Write(run_path(run_id), new_run, "replace", run.update_time),
+            *extra,
+        ],
+        events=[
+            lifecycle_event(LifecycleType.STEP_COMPLETED, run_id, new_run, now, step),
+            lifecycle_event(LifecycleType.RUN_COMPLETED, run_id, new_run, now),
+        ],
+    )
+
+
+def _still_claimed(current: AttemptDoc, claimed: AttemptDoc) -> bool:
+    return current.state == AttemptState.DISPATCHING and current.dispatched_at == claimed.dispatched_at
+
+
+def plan_dispatched(
+    run_id: str,
+    attempt_id: str,
+    current: Versioned[AttemptDoc],
+    claimed: AttemptDoc,
+    execution_name: str,
+    job_status: JobStatus | None,
+) -> Plan | None:
+    """Record the started job on the attempt; None when its output was already applied (nothing to record)."""
+    if not _still_claimed(current.doc, claimed):
+        return None
+    running = current.doc.model_copy(
+        update={"state": AttemptState.RUNNING, "execution_name": execution_name, "job_status": job_status}
+    )
+    return Plan(writes=[Write(attempt_path(run_id, attempt_id), running, "replace", current.update_time)])
+
+
+def plan_launch_refused(
+    run_id: str,
+    run: Versioned[RunDoc],
+    attempt_id: str,
+    current: Versioned[AttemptDoc],
+    claimed: AttemptDoc,
+    reason: str,
+    now: datetime,
+) -> Plan | None:
+    """The launcher can never start this job as configured: end the step now rather than retry forever."""
+    if not _still_claimed(current.doc, claimed) or RunStatus(run.doc.status).is_terminal:
+        return None
+    return _fail_launch(run_id, run, attempt_id, current, reason, claimed.input_generation or 0, now)
+
+
 def plan_release(run_id: str, attempt_id: str, current: Versioned[AttemptDoc], claimed: AttemptDoc) -> Plan | None:
     """Undo this handler's own claim after its launch failed, so the redelivery can claim the attempt again.
 
     None when the attempt moved on since (another claim, or an output already applied): nothing to undo.
     """
     doc = current.doc
-    if doc.state != AttemptState.DISPATCHING or doc.dispatched_at != claimed.dispatched_at:
+    if not _still_claimed(doc, claimed):
         return None
     released = doc.model_copy(
         update={"state": AttemptState.SCHEDULED, "dispatched_at": None, "timeout_at": None, "input_generation": None}
@@ -537,7 +586,10 @@ def _step_problem(spec: StepSpec, number: int, output: OutputEnvelope, counts: C
         plural = "" if counts.ERROR == 1 else "s"
         text = f"{label} failed validation with {counts.ERROR} error{plural}"
     elif status == EnvelopeStatus.FAILED_RUNTIME:
-        detail = next((m.text for m in reversed(output.messages) if m.code == "runtime"), "no detail given")
+        timeout = next((m.text for m in reversed(output.messages) if m.code == TIMEOUT_CODE), None)
+        if timeout is not None:
+            return Problem(ErrorCategory.TIMEOUT, f"{label} timed out: {timeout}")
+        detail = next((m.text for m in reversed(output.messages) if m.code == RUNTIME_CODE), "no detail given")
         text = f"{label} could not run: {detail}"
     else:
         text = f"{label} was cancelled"
@@ -582,16 +634,18 @@ def plan_ingest(
         ended_at=now,
         counts=counts,
         metrics=output.metrics,
+        artifacts=output.artifacts,
         findings_stored=len(stored),
         error=problem.message if problem else None,
     )
+    if status in (EnvelopeStatus.SUCCESS, EnvelopeStatus.FAILED_VALIDATION):
+        final_state = AttemptState.COMPLETED
+    elif problem is not None and problem.category == ErrorCategory.TIMEOUT:
+        final_state = AttemptState.TIMED_OUT
+    else:
+        final_state = AttemptState.FAILED
     finished = current.model_copy(
-        update={
-            "state": AttemptState.COMPLETED
-            if status in (EnvelopeStatus.SUCCESS, EnvelopeStatus.FAILED_VALIDATION)
-            else AttemptState.FAILED,
-            "finished_at": now,
-        }
+        update={"state": final_state, "finished_at": now, "error": problem.message if problem else None}
     )
     cancelled = status == EnvelopeStatus.CANCELLED
     outcome = StepOutcome(current.step, counts, problem, halt=cancelled, cancelled=cancelled)

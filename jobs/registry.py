@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from jobs.validators.base import Validator
+from jobs.validators.energyplus import EnergyPlusValidator
+from jobs.validators.fmu import FmuValidator
 from jobs.validators.json_schema import JsonSchemaValidator
 
-VALIDATORS: dict[str, Validator] = {v.id: v for v in (JsonSchemaValidator(),)}
+VALIDATORS: dict[str, Validator] = {v.id: v for v in (JsonSchemaValidator(), EnergyPlusValidator(), FmuValidator())}
 
 
 class UnknownValidator(KeyError):

@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from jobs.registry import UnknownValidator, get_validator
-from jobs.validators.base import ConfigError, InputFile, ValidationContext, ValidationResult
+from jobs.validators.base import ArtifactFile, ConfigError, InputFile, ValidationContext, ValidationResult
 from schemas.enums import Severity
-from schemas.envelopes import InputEnvelope, Message, OutputEnvelope, Timing
+from schemas.envelopes import (
+    RUNTIME_CODE,
+    TIMEOUT_CODE,
+    Artifact,
+    InputEnvelope,
+    Message,
+    OutputEnvelope,
+    Timing,
+)
 from schemas.paths import UnsafeName, check_filename
+from schemas.settings import Settings
 from store.objects import IntegrityError, ObjectConflict, ObjectMissing, ObjectStore
 
 log = logging.getLogger(__name__)
 
 MAX_INPUT_FILENAME = 255
+ARTIFACTS_FOLDER = "artifacts/"
+
+
+def _inside(root: Path, *parts: str) -> Path:
+    path = root.joinpath(*parts).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise UnsafeName(f"{'/'.join(parts)!r} escapes the scratch directory")
+    return path
 
 
 def _fetch_inputs(envelope: InputEnvelope, objects: ObjectStore, scratch: Path) -> list[InputFile]:
@@ -24,21 +42,65 @@ def _fetch_inputs(envelope: InputEnvelope, objects: ObjectStore, scratch: Path) 
     for index, ref in enumerate(envelope.input_files):
         # Each file gets its own folder so the validator sees the user's name (extensions matter to some
         # tools) while the path stays inside the scratch directory whatever that name is.
-        dest = (scratch / "inputs" / str(index) / check_filename(ref.name, MAX_INPUT_FILENAME)).resolve()
-        if not dest.is_relative_to(scratch.resolve()):
-            raise UnsafeName(f"input file name {ref.name!r} escapes the scratch directory")
+        dest = _inside(scratch, "inputs", str(index), check_filename(ref.name, MAX_INPUT_FILENAME))
         files.append(InputFile(ref=ref, path=objects.download_verified(ref, dest)))
     return files
 
 
-def validate_envelope(envelope: InputEnvelope, objects: ObjectStore) -> ValidationResult:
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _store_artifacts(
+    envelope: InputEnvelope, files: list[ArtifactFile], objects: ObjectStore, max_bytes: int
+) -> tuple[list[Artifact], list[Message]]:
+    """Upload create-only; a name already taken (a twin job of the same attempt) is described as stored."""
+    artifacts, notes = [], []
+    prefix = envelope.context.execution_bundle_uri + ARTIFACTS_FOLDER
+    for file in files:
+        name = check_filename(file.path.name, MAX_INPUT_FILENAME)
+        size = file.path.stat().st_size
+        if size > max_bytes:
+            notes.append(
+                Message(
+                    severity=Severity.INFO,
+                    code="artifact_too_large",
+                    text=f"{name} ({size} bytes) was not stored: over VALIDIBOT_MAX_ARTIFACT_BYTES ({max_bytes})",
+                )
+            )
+            continue
+        try:
+            stored = objects.write_new_file(prefix + name, file.path, file.mime_type, _file_sha256(file.path))
+        except ObjectConflict:
+            found = objects.stat(prefix + name)
+            if found is None or found.sha256 is None:
+                raise
+            stored = found
+        artifacts.append(
+            Artifact(name=name, uri=stored.uri, size_bytes=stored.size, sha256=stored.sha256, mime_type=file.mime_type)
+        )
+    return artifacts, notes
+
+
+def _validate(envelope: InputEnvelope, objects: ObjectStore, scratch: Path) -> ValidationResult:
     """Run the envelope's validator; every failure becomes a result with a user-facing message."""
     try:
         validator = get_validator(envelope.validator.id)
-        with tempfile.TemporaryDirectory(prefix="validibot-") as scratch_dir:
-            scratch = Path(scratch_dir)
-            files = _fetch_inputs(envelope, objects, scratch)
-            return validator.validate(ValidationContext(files=files, inputs=envelope.inputs, workdir=scratch))
+        files = _fetch_inputs(envelope, objects, scratch)
+        workdir = _inside(scratch, "work")
+        workdir.mkdir()
+        return validator.validate(
+            ValidationContext(
+                files=files,
+                inputs=envelope.inputs,
+                workdir=workdir,
+                timeout_seconds=envelope.context.timeout_seconds,
+            )
+        )
     except IntegrityError as exc:
         return ValidationResult(runtime_error=f"an input file changed after the run was created: {exc}")
     except ObjectMissing as exc:
@@ -58,10 +120,12 @@ def build_output(
     started_at: datetime,
     finished_at: datetime,
     max_messages: int,
+    artifacts: list[Artifact] | None = None,
 ) -> OutputEnvelope:
     messages = result.messages
     if result.runtime_error is not None:
-        messages = [*messages, Message(severity=Severity.ERROR, code="runtime", text=result.runtime_error)]
+        code = TIMEOUT_CODE if result.timed_out else RUNTIME_CODE
+        messages = [*messages, Message(severity=Severity.ERROR, code=code, text=result.runtime_error)]
     if len(messages) > max_messages:
         dropped = len(messages) - max_messages + 1
         messages = [
@@ -83,20 +147,32 @@ def build_output(
         timing=Timing(started_at=started_at, finished_at=finished_at),
         messages=messages,
         metrics=result.metrics,
+        artifacts=artifacts or [],
         outputs=result.outputs,
     )
 
 
-def execute(envelope: InputEnvelope, input_sha256: str, objects: ObjectStore, max_messages: int) -> bool:
-    """Validate and write output.json create-only. False when an output already exists (nothing computed)."""
-    output_uri = envelope.context.expected_output_uri
-    if objects.stat(output_uri) is not None:
-        return False
-    started_at = datetime.now(UTC)
-    result = validate_envelope(envelope, objects)
-    output = build_output(envelope, input_sha256, result, started_at, datetime.now(UTC), max_messages)
+def write_output(objects: ObjectStore, envelope: InputEnvelope, output: OutputEnvelope) -> bool:
+    """Create output.json; False when it already exists (another run of this attempt finished first)."""
     try:
-        objects.write_new(output_uri, output.to_bytes(), "application/json")
+        objects.write_new(envelope.context.expected_output_uri, output.to_bytes(), "application/json")
     except ObjectConflict:
         return False
     return True
+
+
+def execute(
+    envelope: InputEnvelope, input_sha256: str, objects: ObjectStore, settings: Settings
+) -> OutputEnvelope | None:
+    """Validate, store artifacts, write output.json create-only. None when an output already existed."""
+    if objects.stat(envelope.context.expected_output_uri) is not None:
+        return None
+    started_at = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="validibot-") as scratch:
+        result = _validate(envelope, objects, Path(scratch))
+        artifacts, notes = _store_artifacts(envelope, result.artifacts, objects, settings.max_artifact_bytes)
+    result.messages.extend(notes)
+    output = build_output(
+        envelope, input_sha256, result, started_at, datetime.now(UTC), settings.max_messages_per_output, artifacts
+    )
+    return output if write_output(objects, envelope, output) else None

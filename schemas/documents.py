@@ -16,7 +16,7 @@ from schemas.enums import (
     Severity,
     StepStatus,
 )
-from schemas.envelopes import Location, Metric
+from schemas.envelopes import Artifact, Location, Metric
 from schemas.paths import SLUG_PATTERN
 
 
@@ -117,6 +117,7 @@ class StepDoc(Document):
     ended_at: datetime | None = None
     counts: Counts = Counts()
     metrics: list[Metric] = []
+    artifacts: list[Artifact] = []
     findings_stored: int = 0
     error: str | None = None
 

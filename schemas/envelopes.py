@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.enums import EnvelopeStatus, Severity
 
 INPUT_SCHEMA_VERSION = "validibot.input.v1"
+# The message code of a failed_runtime output whose validator ran out of time: the step ends TIMED_OUT.
+TIMEOUT_CODE = "timeout"
+RUNTIME_CODE = "runtime"
 OUTPUT_SCHEMA_VERSION = "validibot.output.v1"
 
 

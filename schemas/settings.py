@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -31,5 +33,16 @@ class Settings(BaseSettings):
     step_timeout_seconds: int = Field(default=600, gt=0)
     dispatch_lease_seconds: int = Field(default=900, gt=0)
     receipt_retention_days: int = Field(default=30, gt=0)
+
+    # Job validators (EnergyPlus, FMU): where they run and what they may use.
+    job_launcher: Literal["local", "cloudrun"] = "local"
+    local_max_concurrent_jobs: int = Field(default=2, gt=0)
+    # Extra seconds the local launcher gives a job past the step's timeout before it kills the process group.
+    local_kill_grace_seconds: int = Field(default=5, ge=0)
+    cloudrun_region: str = "us-central1"
+    cloudrun_job_prefix: str = "validibot-validator-"
+    # Empty means the real Jobs API; set to a local endpoint (http://127.0.0.1:PORT) to test the REST client.
+    cloudrun_api_endpoint: str = ""
+    max_artifact_bytes: int = Field(default=512 * MIB, gt=0)
     web_runs_per_page: int = Field(default=50, gt=0, le=500)
     web_findings_per_page: int = Field(default=500, gt=0, le=5000)

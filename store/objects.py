@@ -100,8 +100,8 @@ class ObjectStore:
             sha256=(blob.metadata or {}).get(SHA256_METADATA_KEY),
         )
 
-    def read_bytes(self, uri: str, generation: int, max_bytes: int) -> bytes:
-        """The bytes of exactly that generation; ObjectTooLarge past `max_bytes`."""
+    def read_bytes(self, uri: str, generation: int | None, max_bytes: int) -> bytes:
+        """The bytes of exactly that generation (None: the live one); ObjectTooLarge past `max_bytes`."""
         try:
             data = self._blob(uri, generation).download_as_bytes(start=0, end=max_bytes)
         except gexc.NotFound as exc:

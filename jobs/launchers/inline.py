@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from jobs.launchers.base import LaunchResult
 from jobs.runtime import execute
 from schemas.envelopes import InputEnvelope
+from schemas.settings import Settings
 from store.objects import ObjectStore
-
-
-@dataclass(frozen=True)
-class LaunchResult:
-    execution_name: str | None = None
 
 
 class InlineLauncher:
     name = "inline"
 
-    def __init__(self, objects: ObjectStore, max_messages: int) -> None:
+    def __init__(self, objects: ObjectStore, settings: Settings) -> None:
         self._objects = objects
-        self._max_messages = max_messages
+        self._settings = settings
 
     def launch(self, envelope: InputEnvelope, input_sha256: str) -> LaunchResult:
-        execute(envelope, input_sha256, self._objects, self._max_messages)
+        execute(envelope, input_sha256, self._objects, self._settings)
         return LaunchResult()

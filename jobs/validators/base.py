@@ -27,6 +27,7 @@ class ValidationContext:
     files: list[InputFile]
     inputs: dict[str, Any]
     workdir: Path
+    timeout_seconds: int
 
     def primary(self) -> InputFile:
         for f in self.files:
@@ -35,12 +36,22 @@ class ValidationContext:
         raise ConfigError("the envelope names no primary input file")
 
 
+@dataclass(frozen=True)
+class ArtifactFile:
+    """A file the validator made in its workdir, for the runtime to store beside output.json."""
+
+    path: Path
+    mime_type: str
+
+
 @dataclass
 class ValidationResult:
     messages: list[Message] = field(default_factory=list)
     metrics: list[Metric] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[ArtifactFile] = field(default_factory=list)
     runtime_error: str | None = None
+    timed_out: bool = False
 
     @property
     def status(self) -> EnvelopeStatus:

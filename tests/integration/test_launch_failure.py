@@ -48,7 +48,7 @@ def test_launch_failing_after_its_claim_is_relaunched_by_the_redelivery(
     harness: Harness, empty_storage: storage.Client
 ) -> None:
     broken = dataclasses.replace(
-        harness.pipeline, launchers={"inline": InlineLauncher(ObjectStore(empty_storage), max_messages=100)}
+        harness.pipeline, launchers={"inline": InlineLauncher(ObjectStore(empty_storage), harness.pipeline.settings)}
     )
     event, run_id = harness.submit(VALID)
     harness.pipeline.handle(event)

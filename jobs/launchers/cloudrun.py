@@ -1,0 +1,71 @@
+"""Start a job validator as a Cloud Run Job execution (`run_v2.JobsClient.run_job` with env overrides).
+
+One job per validator type, `validibot-validator-{type}`, deployed from jobs/Dockerfile; the overrides tell the
+execution which input.json to read. The call returns once the execution exists: the function does not wait for
+the job, whose output.json finalize event is the callback.
+"""
+
+from __future__ import annotations
+
+from google.api_core import exceptions as gexc
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import run_v2
+from google.protobuf.duration_pb2 import Duration
+
+from jobs.launchers.base import LaunchRefused, LaunchResult
+from schemas.enums import JobStatus
+from schemas.envelopes import InputEnvelope
+from schemas.settings import Settings
+
+Overrides = run_v2.RunJobRequest.Overrides
+
+
+def jobs_client(settings: Settings) -> run_v2.JobsClient:
+    if settings.cloudrun_api_endpoint:
+        # A local stand-in for the Jobs API (tests): plain HTTP, REST transport, no credentials to find.
+        return run_v2.JobsClient(
+            transport="rest",
+            client_options=ClientOptions(api_endpoint=settings.cloudrun_api_endpoint),
+            credentials=AnonymousCredentials(),
+        )
+    return run_v2.JobsClient()
+
+
+def run_job_request(envelope: InputEnvelope, settings: Settings) -> run_v2.RunJobRequest:
+    job = run_v2.JobsClient.job_path(
+        settings.project, settings.cloudrun_region, settings.cloudrun_job_prefix + envelope.validator.type
+    )
+    env = {
+        "VALIDIBOT_INPUT_URI": envelope.context.execution_bundle_uri + "input.json",
+        "VALIDIBOT_OUTPUT_URI": envelope.context.expected_output_uri,
+        "VALIDIBOT_RUN_ID": envelope.run_id,
+    }
+    return run_v2.RunJobRequest(
+        name=job,
+        overrides=Overrides(
+            container_overrides=[
+                Overrides.ContainerOverride(env=[run_v2.EnvVar(name=k, value=v) for k, v in env.items()])
+            ],
+            task_count=1,
+            timeout=Duration(seconds=envelope.context.timeout_seconds),
+        ),
+    )
+
+
+class CloudRunLauncher:
+    name = "cloudrun"
+
+    def __init__(self, settings: Settings, client: run_v2.JobsClient) -> None:
+        self._settings = settings
+        self._client = client
+
+    def launch(self, envelope: InputEnvelope, input_sha256: str) -> LaunchResult:
+        request = run_job_request(envelope, self._settings)
+        try:
+            operation = self._client.run_job(request=request)
+        except (gexc.NotFound, gexc.PermissionDenied, gexc.InvalidArgument) as exc:
+            # Retrying cannot help until someone deploys the job or grants the role: fail the step, say why.
+            raise LaunchRefused(f"Cloud Run refused to start job {request.name}: {exc.message}") from exc
+        execution: run_v2.Execution = operation.metadata
+        return LaunchResult(execution_name=execution.name, job_status=JobStatus.PENDING)

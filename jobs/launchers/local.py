@@ -1,0 +1,111 @@
+"""Run a job validator as a local process: `python -m jobs.run`, the same entry point a Cloud Run Job runs.
+
+Each job gets its own process group (so a timeout kills EnergyPlus and anything else it started), the
+environment a Cloud Run Job execution would get, and a watcher thread in this process. Whatever the job could
+not report itself (it was killed, it crashed before writing, it ran out of time) the watcher reports as a
+failed_runtime output.json, written create-only, so a job that did finish always wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+
+from jobs.launchers.base import LauncherBusy, LaunchResult
+from jobs.runtime import build_output, write_output
+from jobs.validators.base import ValidationResult
+from schemas.enums import JobStatus
+from schemas.envelopes import InputEnvelope
+from schemas.settings import Settings
+from store.objects import ObjectStore
+
+log = logging.getLogger("validibot.launcher.local")
+
+EXECUTION_PREFIX = "local/"
+
+
+def job_environment(envelope: InputEnvelope, job_name: str, base: dict[str, str]) -> dict[str, str]:
+    """What a Cloud Run Job execution sees: its image's environment plus the launch's overrides."""
+    return {
+        **base,
+        "VALIDIBOT_INPUT_URI": envelope.context.execution_bundle_uri + "input.json",
+        "VALIDIBOT_OUTPUT_URI": envelope.context.expected_output_uri,
+        "VALIDIBOT_RUN_ID": envelope.run_id,
+        "CLOUD_RUN_JOB": job_name,
+        "CLOUD_RUN_TASK_INDEX": "0",
+        "CLOUD_RUN_TASK_COUNT": "1",
+    }
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        return f"the validation job was killed ({name}) before it wrote a result"
+    return f"the validation job exited with status {returncode} without writing a result"
+
+
+class LocalProcessLauncher:
+    name = "local"
+
+    def __init__(self, objects: ObjectStore, settings: Settings) -> None:
+        self._objects = objects
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._running: dict[int, subprocess.Popen[bytes]] = {}
+
+    def running(self) -> list[int]:
+        """Process group ids of the jobs still running (one per job: each leads its own group)."""
+        with self._lock:
+            return list(self._running)
+
+    def launch(self, envelope: InputEnvelope, input_sha256: str) -> LaunchResult:
+        job_name = self._settings.cloudrun_job_prefix + envelope.validator.type
+        env = job_environment(envelope, job_name, {**os.environ, "VALIDIBOT_PARENT_PID": str(os.getpid())})
+        with self._lock:
+            limit = self._settings.local_max_concurrent_jobs
+            if len(self._running) >= limit:
+                raise LauncherBusy(f"{limit} local jobs are already running (VALIDIBOT_LOCAL_MAX_CONCURRENT_JOBS)")
+            process = subprocess.Popen([sys.executable, "-m", "jobs.run"], env=env, start_new_session=True)
+            self._running[process.pid] = process
+        threading.Thread(
+            target=self._watch, args=(process, envelope, input_sha256), name=f"job-{process.pid}", daemon=True
+        ).start()
+        log.info("started %s for run %s as process group %s", job_name, envelope.run_id, process.pid)
+        return LaunchResult(execution_name=f"{EXECUTION_PREFIX}{process.pid}", job_status=JobStatus.RUNNING)
+
+    def _watch(self, process: subprocess.Popen[bytes], envelope: InputEnvelope, input_sha256: str) -> None:
+        started_at = datetime.now(UTC)
+        limit = envelope.context.timeout_seconds + self._settings.local_kill_grace_seconds
+        timed_out = False
+        try:
+            process.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            # The job's children die with it, whether it finished, crashed or ran out of time.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            with self._lock:
+                self._running.pop(process.pid, None)
+        if timed_out:
+            result = ValidationResult(
+                runtime_error=f"the validation job ran past its {envelope.context.timeout_seconds} s timeout "
+                "and was stopped",
+                timed_out=True,
+            )
+        elif process.returncode != 0 and self._objects.stat(envelope.context.expected_output_uri) is None:
+            result = ValidationResult(runtime_error=describe_exit(process.returncode))
+        else:
+            return
+        log.warning("job %s for run %s: %s", process.pid, envelope.run_id, result.runtime_error)
+        output = build_output(
+            envelope, input_sha256, result, started_at, datetime.now(UTC), self._settings.max_messages_per_output
+        )
+        write_output(self._objects, envelope, output)
