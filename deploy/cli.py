@@ -13,6 +13,7 @@ from types import FrameType
 
 import click
 
+from deploy.fmu_build import build_fmu
 from deploy.provision import DEMO_ORG
 from deploy.stack import LocalStack, Ports, PrerequisiteMissing, emulator_env
 from schemas.documents import RunDoc
@@ -23,6 +24,7 @@ from store.clients import firestore_client, storage_client
 from store.runs import RunStore
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+DEMO_FMU_SCRIPT = EXAMPLES / "fmu" / "RoomHeater.py"
 LOCAL_PROJECT = "validibot-local"
 
 
@@ -70,8 +72,8 @@ def up(
         click.echo(f"Starting emulators, pipeline functions and web (logs in {stack.log_dir}) ...")
         workflows = stack.start()
         if demo:
-            for example in ("building-valid.json", "building-invalid.json"):
-                _upload(settings, EXAMPLES / example, DEMO_ORG, "json-basic")
+            for file, workflow in _demo_submissions(stack.log_dir.parent):
+                _upload(settings, file, DEMO_ORG, workflow)
         _print_ready(stack, settings, [w.slug for w in workflows])
         while (failed := stack.supervisor.first_failure()) is None:
             time.sleep(0.5)
@@ -86,6 +88,16 @@ def up(
         stack.stop()
 
 
+def _demo_submissions(build_dir: Path) -> list[tuple[Path, str]]:
+    demo_fmu = build_fmu(DEMO_FMU_SCRIPT, build_dir / "fmu")
+    return [
+        (EXAMPLES / "building-valid.json", "json-basic"),
+        (EXAMPLES / "building-invalid.json", "json-basic"),
+        (EXAMPLES / "small-office.idf", "energyplus-basic"),
+        (demo_fmu, "fmu-basic"),
+    ]
+
+
 def _print_ready(stack: LocalStack, settings: Settings, workflows: list[str]) -> None:
     exports = " ".join(f"{k}={v}" for k, v in stack.env.items())
     validibot = shlex.quote(str(Path(sys.executable).parent / "validibot"))
@@ -98,8 +110,9 @@ validibot is up.
   workflows   {", ".join(workflows)}   (org {DEMO_ORG})
 
 Submit a file (in another terminal):
-  {exports} \\
-    {validibot} submit examples/building-invalid.json --workflow json-basic --wait
+  export {exports}
+  {validibot} submit examples/building-invalid.json --workflow json-basic --wait
+  {validibot} submit examples/small-office.idf --workflow energyplus-basic --wait
 
 Ctrl-C stops everything."""
     )
@@ -111,6 +124,14 @@ def _upload(settings: Settings, file: Path, org: str, workflow: str) -> str:
     content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
     blob.upload_from_filename(str(file), content_type=content_type)
     return run_id_for(settings.bucket, name, int(blob.generation))
+
+
+@main.command("build-fmu")
+@click.argument("script", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=DEMO_FMU_SCRIPT)
+@click.option("--out", default=".validibot/fmu", show_default=True, type=click.Path(path_type=Path))
+def build_fmu_command(script: Path, out: Path) -> None:
+    """Build an FMU from a pythonfmu SCRIPT (default: the demo RoomHeater) and print its path."""
+    click.echo(build_fmu(script, out))
 
 
 @main.command()

@@ -19,8 +19,9 @@ from schemas.settings import Settings
 from store.runs import RunStore
 
 DEMO_ORG = "demo"
-# Redelivery is the retry: a handler that raised is tried again after a backoff, then dead-lettered.
-MAX_DELIVERY_ATTEMPTS = 5
+# Redelivery is the retry: a handler that raised is tried again after a backoff, then dead-lettered. A full local
+# job launcher answers "busy" and counts on this, so there are enough attempts to wait out a queue of jobs.
+MAX_DELIVERY_ATTEMPTS = 30
 ACK_DEADLINE_SECONDS = 60
 
 

@@ -298,7 +298,7 @@ class LocalStack:
 
     def settings_env(self) -> dict[str, str]:
         """Pass the stack's own settings to its children, so both sides agree on bucket, topics and limits."""
-        return {f"VALIDIBOT_{name.upper()}": str(value) for name, value in self.settings.model_dump().items()}
+        return self.settings.as_environment()
 
     def stop(self) -> None:
         self.supervisor.stop()

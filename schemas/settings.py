@@ -46,3 +46,7 @@ class Settings(BaseSettings):
     max_artifact_bytes: int = Field(default=512 * MIB, gt=0)
     web_runs_per_page: int = Field(default=50, gt=0, le=500)
     web_findings_per_page: int = Field(default=500, gt=0, le=5000)
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as the VALIDIBOT_* variables a child process reads back."""
+        return {f"VALIDIBOT_{name.upper()}": str(value) for name, value in self.model_dump().items()}

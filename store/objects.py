@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -99,6 +100,18 @@ class ObjectStore:
             size=int(blob.size),
             sha256=(blob.metadata or {}).get(SHA256_METADATA_KEY),
         )
+
+    def stream(self, uri: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        """The live object in chunks; ObjectMissing (raised before the first chunk) when there is none."""
+        blob = self._blob(uri)
+        if not blob.exists():
+            raise ObjectMissing(uri)
+
+        def chunks() -> Iterator[bytes]:
+            with blob.open("rb", chunk_size=chunk_bytes) as reader:
+                yield from iter(lambda: reader.read(chunk_bytes), b"")
+
+        return chunks()
 
     def read_bytes(self, uri: str, generation: int | None, max_bytes: int) -> bytes:
         """The bytes of exactly that generation (None: the live one); ObjectTooLarge past `max_bytes`."""

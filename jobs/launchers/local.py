@@ -66,7 +66,8 @@ class LocalProcessLauncher:
 
     def launch(self, envelope: InputEnvelope, input_sha256: str) -> LaunchResult:
         job_name = self._settings.cloudrun_job_prefix + envelope.validator.type
-        env = job_environment(envelope, job_name, {**os.environ, "VALIDIBOT_PARENT_PID": str(os.getpid())})
+        base = {**os.environ, **self._settings.as_environment(), "VALIDIBOT_PARENT_PID": str(os.getpid())}
+        env = job_environment(envelope, job_name, base)
         with self._lock:
             limit = self._settings.local_max_concurrent_jobs
             if len(self._running) >= limit:
