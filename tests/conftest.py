@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from deploy.fmu_build import build_fmu
 from deploy.stack import LocalStack, Ports
 from schemas.settings import Settings
 
 TEST_PROJECT = "validibot-test"
+ROOT = Path(__file__).resolve().parents[1]
+FMU_SCRIPTS = {
+    "RoomHeater": ROOT / "examples" / "fmu" / "RoomHeater.py",
+    "SlowRoom": ROOT / "tests" / "fmus" / "SlowRoom.py",
+}
 
 
 def _start(tmp_path_factory: pytest.TempPathFactory, name: str, full: bool) -> Iterator[LocalStack]:
@@ -39,3 +46,10 @@ def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 def full_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """The whole `validibot up` stack: emulators, push subscription, functions server and web."""
     yield from _start(tmp_path_factory, "e2e", full=True)
+
+
+@pytest.fixture(scope="session")
+def fmus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The test FMUs, built with pythonfmu from their scripts (no FMU binary is committed)."""
+    out = tmp_path_factory.mktemp("fmus")
+    return {name: build_fmu(script, out) for name, script in FMU_SCRIPTS.items()}

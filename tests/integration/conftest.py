@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -71,6 +72,29 @@ class Harness:
         attempt = self.store.attempt(run_id, attempt_id_for(step, 1))
         assert attempt is not None
         return self.event_for(attempt.doc.expected_output_uri)
+
+    def wait_for_output(self, run_id: str, step: int = 1, timeout: float = 120) -> ObjectFinalized:
+        """The output.json a job writes on its own, as its finalize event (the job's 'callback')."""
+        attempt = self.store.attempt(run_id, attempt_id_for(step, 1))
+        assert attempt is not None
+        _, name = parse_gs_uri(attempt.doc.expected_output_uri)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            blob = self.bucket.get_blob(name)
+            if blob is not None:
+                return finalized(blob)
+            time.sleep(0.1)
+        raise AssertionError(f"no output.json for {run_id} after {timeout} s")
+
+    def run_job(self, data: bytes, workflow: str, filename: str) -> tuple[str, RunDoc]:
+        """A one-step job workflow, driven like the platform would: intake, launch, the job's output, ingest."""
+        event, run_id = self.submit(data, workflow, filename)
+        assert self.pipeline.handle(event) == "created"
+        assert self.pipeline.handle(self.input_event(run_id)) == "launched"
+        assert self.pipeline.handle(self.wait_for_output(run_id)) == "applied"
+        run = self.store.run(run_id)
+        assert run is not None
+        return run_id, run.doc
 
     def run_through(self, data: bytes, workflow: str = "json-basic") -> tuple[str, RunDoc]:
         """Deliver every event of a run once, in order, until the run ends."""
