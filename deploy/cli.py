@@ -167,6 +167,11 @@ def _print_verdict(store: RunStore, run_id: str, run: RunDoc, web_url: str) -> N
     for finding in store.findings(run_id, limit=50):
         where = finding.location.path if finding.location and finding.location.path is not None else ""
         click.echo(f"  {finding.severity:<7} {where or '/'}  {finding.message}")
+    for step in store.steps(run_id):
+        for metric in step.metrics:
+            click.echo(f"  metric  {metric.name} = {metric.value:g}{f' {metric.unit}' if metric.unit else ''}")
+        for artifact in step.artifacts:
+            click.echo(f"  file    {artifact.name}  ({artifact.size_bytes} bytes)")
     click.echo(f"  details: {web_url}/orgs/{run.org}/runs/{run_id}")
 
 

@@ -11,7 +11,7 @@ MIB = 1024 * 1024
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VALIDIBOT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="VALIDIBOT_", extra="ignore", populate_by_name=True)
 
     project: str = Field(
         default="validibot-local", validation_alias=AliasChoices("VALIDIBOT_PROJECT", "GOOGLE_CLOUD_PROJECT")

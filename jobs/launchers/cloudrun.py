@@ -53,6 +53,14 @@ def run_job_request(envelope: InputEnvelope, settings: Settings) -> run_v2.RunJo
     )
 
 
+def _api_message(exc: gexc.GoogleAPICallError) -> str:
+    """The API's own words; over REST the exception's message also carries the request URL."""
+    try:
+        return str(exc.response.json()["error"]["message"])
+    except (AttributeError, ValueError, KeyError, TypeError):
+        return str(exc.message)
+
+
 class CloudRunLauncher:
     name = "cloudrun"
 
@@ -66,6 +74,6 @@ class CloudRunLauncher:
             operation = self._client.run_job(request=request)
         except (gexc.NotFound, gexc.PermissionDenied, gexc.InvalidArgument) as exc:
             # Retrying cannot help until someone deploys the job or grants the role: fail the step, say why.
-            raise LaunchRefused(f"Cloud Run refused to start job {request.name}: {exc.message}") from exc
+            raise LaunchRefused(f"Cloud Run refused to start job {request.name}: {_api_message(exc)}") from exc
         execution: run_v2.Execution = operation.metadata
         return LaunchResult(execution_name=execution.name, job_status=JobStatus.PENDING)

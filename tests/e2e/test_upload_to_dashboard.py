@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import time
 import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -18,27 +13,9 @@ from schemas.enums import RunStatus
 from schemas.paths import inbox_object, run_id_for
 from store.clients import firestore_client, storage_client
 from store.runs import RunStore
+from tests.e2e.conftest import EXAMPLES, page, submit
 
 pytestmark = pytest.mark.e2e
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-VALIDIBOT = Path(sys.executable).parent / "validibot"
-
-
-def submit(stack: LocalStack, file: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **stack.env, **stack.settings_env(), "VALIDIBOT_WEB_URL": stack.web_url}
-    return subprocess.run(
-        [str(VALIDIBOT), "submit", str(file), "--workflow", "json-basic", "--wait", "--timeout", "60", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def page(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return response.read().decode()
 
 
 def test_valid_and_invalid_documents_reach_their_verdicts_and_the_dashboard(full_stack: LocalStack) -> None:
