@@ -4,7 +4,9 @@ All figures come from one run on one machine, so ratios are meaningful even when
 - floor: upload → notification → push → a no-op function's single Firestore write (one hop), p50;
 - end to end: upload of a small valid JSON document → terminal run status (three hops plus the work), p50/p95,
   and its ratio to three floor hops;
-- burst: N concurrent uploads, runs reaching a terminal status per second.
+- burst: N concurrent uploads, runs reaching a terminal status per second;
+- EnergyPlus: the example model (60 timesteps an hour, a year) through the pipeline as a local job, upload →
+  verdict, against the same prepared model run directly with the `energyplus` binary, alternating, p50 each.
 Times are taken from the clocks of the functions themselves (same machine), so polling adds no error.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -24,6 +27,15 @@ from google.cloud import pubsub_v1
 from deploy.bench_floor import FLOOR_COLLECTION, FLOOR_PREFIX, floor_doc_id
 from deploy.provision import DEMO_ORG, push_endpoint
 from deploy.stack import LocalStack, Ports
+from jobs.validators.energyplus import (
+    EnergyPlusConfig,
+    bundled_weather,
+    energyplus_argv,
+    energyplus_binary,
+    prepare_model,
+)
+from schemas.changes import Write, workflow_path
+from schemas.documents import StepSpec, WorkflowDoc
 from schemas.enums import RunStatus
 from schemas.paths import inbox_object, run_id_for
 from schemas.settings import Settings
@@ -35,6 +47,9 @@ WARMUP = 3
 POLL_SECONDS = 0.02
 WAIT_SECONDS = 120.0
 BURST_UPLOADERS = 16
+ENERGYPLUS_MODEL = Path(__file__).resolve().parent.parent / "examples" / "small-office.idf"
+ENERGYPLUS_WORKFLOW = "energyplus-bench"
+ENERGYPLUS_CONFIG = EnergyPlusConfig(weather_file="USA_CO_Golden-NREL.724666_TMY3.epw", timesteps_per_hour=60)
 DOCUMENT = json.dumps({"building_id": "B-0001", "name": "Bench", "floor_area_m2": 100.0, "climate_zone": "4A"}).encode()
 
 
@@ -61,10 +76,10 @@ class Bench:
         self.db = firestore_client(settings.project)
         self.store = RunStore(self.db)
 
-    def upload(self, name: str) -> tuple[float, int]:
+    def upload(self, name: str, data: bytes = DOCUMENT, content_type: str = "application/json") -> tuple[float, int]:
         started = time.time()
         blob = self.bucket.blob(name)
-        blob.upload_from_string(DOCUMENT, content_type="application/json")
+        blob.upload_from_string(data, content_type=content_type)
         return started, int(blob.generation)
 
     def floor_hop_ms(self) -> float:
@@ -94,6 +109,21 @@ class Bench:
         started, run_id = self.submit()
         return (self.run_end(run_id) - started) * 1000
 
+    def add_energyplus_workflow(self) -> None:
+        step = StepSpec(
+            key="simulate",
+            name="EnergyPlus, 60 timesteps an hour",
+            validator="energyplus",
+            config=ENERGYPLUS_CONFIG.model_dump(exclude_none=True),
+        )
+        workflow = WorkflowDoc(org=DEMO_ORG, slug=ENERGYPLUS_WORKFLOW, name="EnergyPlus benchmark", steps=[step])
+        self.store.commit([Write(workflow_path(DEMO_ORG, ENERGYPLUS_WORKFLOW), workflow, "upsert")])
+
+    def energyplus_pipeline_ms(self) -> float:
+        name = inbox_object(DEMO_ORG, ENERGYPLUS_WORKFLOW, f"bench-{uuid.uuid4().hex}.idf")
+        started, generation = self.upload(name, ENERGYPLUS_MODEL.read_bytes(), "text/plain")
+        return (self.run_end(run_id_for(self.settings.bucket, name, generation)) - started) * 1000
+
     def burst(self, count: int) -> tuple[float, list[float]]:
         with ThreadPoolExecutor(max_workers=BURST_UPLOADERS) as pool:
             submitted = list(pool.map(lambda _: self.submit(), range(count)))
@@ -103,7 +133,22 @@ class Bench:
         return count / (max(ends) - first_upload), latencies
 
 
-def run_benchmark(samples: int, burst: int, log_dir: Path) -> str:
+def energyplus_direct_ms() -> float:
+    """The same prepared model and command line the validator uses, run by hand: the floor for the pipeline."""
+    binary = energyplus_binary()
+    with tempfile.TemporaryDirectory(prefix="validibot-eplus-") as scratch:
+        model, refusals, expand = prepare_model(ENERGYPLUS_MODEL, Path(scratch), ENERGYPLUS_CONFIG.run_settings())
+        assert model is not None, refusals
+        output = Path(scratch) / "output"
+        output.mkdir()
+        weather = bundled_weather(binary, ENERGYPLUS_CONFIG.weather_file or "")
+        argv = energyplus_argv(binary, model, output, weather, design_days_only=False, expand=expand)
+        started = time.perf_counter()
+        subprocess.run(argv, cwd=output, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        return (time.perf_counter() - started) * 1000
+
+
+def run_benchmark(samples: int, burst: int, energyplus_samples: int, log_dir: Path) -> str:
     settings = Settings(bucket="validibot-bench")
     stack = LocalStack(Ports.free(), settings, log_dir)
     floor_port = Ports.free().functions
@@ -130,6 +175,11 @@ def run_benchmark(samples: int, burst: int, log_dir: Path) -> str:
             bench.end_to_end_ms()
         e2e_ms = [bench.end_to_end_ms() for _ in range(samples)]
         runs_per_s, burst_ms = bench.burst(burst)
+        bench.add_energyplus_workflow()
+        direct_ms, pipeline_ms = [], []
+        for _ in range(energyplus_samples):
+            direct_ms.append(energyplus_direct_ms())
+            pipeline_ms.append(bench.energyplus_pipeline_ms())
     finally:
         stack.stop()
 
@@ -146,10 +196,14 @@ def run_benchmark(samples: int, burst: int, log_dir: Path) -> str:
             "burst_runs_per_s": round(runs_per_s, 1),
             "burst_latency_p50_ms": round(statistics.median(burst_ms), 1),
             "burst_latency_p95_ms": round(_percentile(burst_ms, 0.95), 1),
+            "energyplus_samples": energyplus_samples,
+            "energyplus_direct_p50_ms": round(statistics.median(direct_ms), 1),
+            "energyplus_pipeline_p50_ms": round(statistics.median(pipeline_ms), 1),
+            "energyplus_overhead_ratio": round(statistics.median(pipeline_ms) / statistics.median(direct_ms), 3),
             "cpus": os.cpu_count(),
         }
     )
 
 
 if __name__ == "__main__":
-    print(run_benchmark(30, 200, Path(tempfile.mkdtemp(prefix="validibot-bench-"))))
+    print(run_benchmark(30, 200, 3, Path(tempfile.mkdtemp(prefix="validibot-bench-"))))

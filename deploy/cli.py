@@ -178,9 +178,12 @@ def _print_verdict(store: RunStore, run_id: str, run: RunDoc, web_url: str) -> N
 @main.command()
 @click.option("--samples", default=30, show_default=True, help="Sequential uploads per latency figure.")
 @click.option("--burst", default=200, show_default=True, help="Uploads in the throughput burst.")
+@click.option(
+    "--energyplus-samples", default=3, show_default=True, help="EnergyPlus runs, direct and via the pipeline."
+)
 @click.option("--log-dir", default=".validibot/bench-logs", show_default=True, type=click.Path(path_type=Path))
-def bench(samples: int, burst: int, log_dir: Path) -> None:
+def bench(samples: int, burst: int, energyplus_samples: int, log_dir: Path) -> None:
     """Measure the pipeline on a fresh local stack; print one JSON line."""
     from deploy.bench import run_benchmark
 
-    click.echo(run_benchmark(samples, burst, log_dir.resolve()))
+    click.echo(run_benchmark(samples, burst, energyplus_samples, log_dir.resolve()))
