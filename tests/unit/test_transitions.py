@@ -9,15 +9,25 @@ import pytest
 from functions.transitions import (
     Plan,
     intake_problem,
+    plan_dispatched,
     plan_ingest,
     plan_intake,
     plan_launch,
+    plan_launch_refused,
     rejected_receipt_id,
 )
 from schemas.changes import attempt_path, receipt_path, run_path, step_path
 from schemas.documents import AttemptDoc, OrgDoc, RunDoc, StepDoc, StepSpec, Submission, WorkflowDoc, WorkflowLimits
-from schemas.enums import AttemptState, ErrorCategory, LifecycleType, ReceiptStatus, RunStatus, StepStatus
-from schemas.envelopes import InputEnvelope, Message, OutputEnvelope, sha256_hex
+from schemas.enums import (
+    AttemptState,
+    ErrorCategory,
+    JobStatus,
+    LifecycleType,
+    ReceiptStatus,
+    RunStatus,
+    StepStatus,
+)
+from schemas.envelopes import TIMEOUT_CODE, InputEnvelope, Message, OutputEnvelope, sha256_hex
 from schemas.objects import ObjectFinalized
 from schemas.paths import InboxPath, parse_object_name, run_id_for
 from schemas.settings import Settings
@@ -352,3 +362,59 @@ def test_a_failed_launch_releases_only_its_own_claim() -> None:
     assert plan_release(RUN_ID, "01-1", versioned(reclaimed), claimed) is None
     completed = claimed.model_copy(update={"state": AttemptState.COMPLETED})
     assert plan_release(RUN_ID, "01-1", versioned(completed), claimed) is None
+
+
+def test_a_timed_out_output_ends_the_attempt_and_the_run_timed_out() -> None:
+    run, attempt = launched(workflow("one", "two", fail_policy="continue"))
+    timeout = Message(severity="ERROR", code=TIMEOUT_CODE, text="the validation job ran past its 600 s timeout")
+
+    plan = ingest(run, attempt, output_for(attempt, "failed_runtime", [timeout]))
+
+    step_two = written(plan, attempt_path(RUN_ID, "02-1")).doc
+    assert step_two.state == AttemptState.SCHEDULED  # continue policy: a timeout does not stop the workflow
+    assert written(plan, attempt_path(RUN_ID, "01-1")).doc.state == AttemptState.TIMED_OUT
+    new_run = written(plan, run_path(RUN_ID)).doc
+    assert new_run.error_category == ErrorCategory.TIMEOUT
+    assert new_run.error == "step 1 'One' timed out: the validation job ran past its 600 s timeout"
+
+    last = ingest(new_run, step_two, output_for(step_two))
+    assert written(last, run_path(RUN_ID)).doc.status == RunStatus.TIMED_OUT
+
+
+def test_a_job_launch_uses_the_configured_job_launcher_and_is_recorded() -> None:
+    step = StepSpec(key="sim", name="Sim", validator="fmu", config={"stop_time": 1, "step_size": 1,
+                                                                       "output_variables": ["x"]})  # fmt: skip
+    wf = WorkflowDoc(org="demo", slug="wf", name="WF", steps=[step])
+    cloud = SETTINGS.model_copy(update={"job_launcher": "cloudrun"})
+    plan = plan_intake(RUN_ID, inbox_event(), PATH, ORG, wf, SUBMISSION, None, "cb-1", cloud, NOW)
+    run, attempt = written(plan, run_path(RUN_ID)).doc, written(plan, attempt_path(RUN_ID, "01-1")).doc
+    assert attempt.launcher == "cloudrun"
+    claimed = written(
+        plan_launch(RUN_ID, versioned(run), "01-1", versioned(attempt), 11, None, cloud, NOW),
+        attempt_path(RUN_ID, "01-1"),
+    ).doc
+
+    recorded = plan_dispatched(
+        RUN_ID, "01-1", versioned(claimed), claimed, "projects/p/executions/e1", JobStatus.PENDING
+    )
+
+    [write] = recorded.writes
+    assert (write.doc.state, write.doc.execution_name, write.doc.job_status) == (
+        AttemptState.RUNNING, "projects/p/executions/e1", JobStatus.PENDING
+    )  # fmt: skip
+    done = claimed.model_copy(update={"state": AttemptState.COMPLETED})
+    assert plan_dispatched(RUN_ID, "01-1", versioned(done), claimed, "e1", None) is None
+
+
+def test_a_refused_launch_fails_the_step_as_a_system_error() -> None:
+    run, claimed = launched(workflow("one", "two"))
+
+    plan = plan_launch_refused(RUN_ID, versioned(run), "01-1", versioned(claimed), claimed, "job not deployed", NOW)
+
+    new_run = written(plan, run_path(RUN_ID)).doc
+    assert (new_run.status, new_run.error_category) == (RunStatus.FAILED, ErrorCategory.SYSTEM_ERROR)
+    assert new_run.error == "step 1 'One': job not deployed"
+    assert written(plan, attempt_path(RUN_ID, "01-1")).doc.state == AttemptState.FAILED
+    assert written(plan, step_path(RUN_ID, 2)).doc.status == StepStatus.SKIPPED
+    moved_on = claimed.model_copy(update={"state": AttemptState.COMPLETED})
+    assert plan_launch_refused(RUN_ID, versioned(run), "01-1", versioned(moved_on), claimed, "x", NOW) is None
