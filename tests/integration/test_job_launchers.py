@@ -246,3 +246,30 @@ def test_full_launcher_answers_busy_and_the_redelivered_event_completes_the_run(
     assert pipeline.handle(input_event) == "launched"  # the platform's redelivery of the same event
     assert pipeline.handle(harness.wait_for_output(run_id)) == "applied"
     assert harness.store.run(run_id).doc.status == RunStatus.SUCCEEDED
+
+
+PARENT = """
+import os, subprocess, sys, time
+env = dict(os.environ, VALIDIBOT_PARENT_PID=str(os.getpid()))
+job = subprocess.Popen([sys.executable, "-m", "jobs.run"], env=env, start_new_session=True)
+print(job.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_local_job_does_not_outlive_the_process_that_started_it(harness: Harness, fmus: dict[str, Path]) -> None:
+    event, run_id = harness.submit(fmus["SlowRoom"].read_bytes(), slow_workflow(harness), "model.fmu")
+    assert harness.pipeline.handle(event) == "created"
+    _, env = job_command(harness, run_id)
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], env=env, stdout=subprocess.PIPE, text=True)
+    job_group = int(parent.stdout.readline())
+    time.sleep(2)  # the job is simulating
+    assert not group_is_gone(job_group)
+
+    parent.kill()  # as if the function's process crashed
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while not group_is_gone(job_group) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    assert group_is_gone(job_group)
