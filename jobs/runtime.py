@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -88,6 +89,7 @@ def _store_artifacts(
 
 def _validate(envelope: InputEnvelope, objects: ObjectStore, scratch: Path) -> ValidationResult:
     """Run the envelope's validator; every failure becomes a result with a user-facing message."""
+    deadline = time.monotonic() + envelope.context.timeout_seconds
     try:
         validator = get_validator(envelope.validator.id)
         files = _fetch_inputs(envelope, objects, scratch)
@@ -99,6 +101,7 @@ def _validate(envelope: InputEnvelope, objects: ObjectStore, scratch: Path) -> V
                 inputs=envelope.inputs,
                 workdir=workdir,
                 timeout_seconds=envelope.context.timeout_seconds,
+                deadline=deadline,
             )
         )
     except IntegrityError as exc:

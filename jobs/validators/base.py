@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
@@ -10,6 +11,9 @@ from pydantic import BaseModel
 
 from schemas.enums import EnvelopeStatus, Severity
 from schemas.envelopes import FileRef, Message, Metric
+
+# Seconds kept back from a step's timeout for reading an engine's results and storing artifacts and output.json.
+REPORTING_MARGIN_SECONDS = 5
 
 
 class ConfigError(ValueError):
@@ -28,6 +32,12 @@ class ValidationContext:
     inputs: dict[str, Any]
     workdir: Path
     timeout_seconds: int
+    # time.monotonic() at which the step's time is up; set when the job started, downloads included.
+    deadline: float
+
+    def seconds_left(self) -> float:
+        """What a validator's engine may use: the step's time left, less what reporting the result takes."""
+        return self.deadline - time.monotonic() - REPORTING_MARGIN_SECONDS
 
     def primary(self) -> InputFile:
         for f in self.files:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -154,7 +153,6 @@ class EnergyPlusValidator:
     config_model: ClassVar[type[BaseModel]] = EnergyPlusConfig
 
     def validate(self, context: ValidationContext) -> ValidationResult:
-        started = time.monotonic()
         config = parse_config(self, context.inputs)
         assert isinstance(config, EnergyPlusConfig)
         binary = energyplus_binary()
@@ -165,8 +163,7 @@ class EnergyPlusValidator:
         output_dir = context.workdir / "output"
         output_dir.mkdir()
         argv = energyplus_argv(binary, model, output_dir, weather, config.design_days_only, expand)
-        budget = context.timeout_seconds - (time.monotonic() - started)
-        completed = run_isolated(argv, output_dir, budget, context.workdir / "energyplus.log")
+        completed = run_isolated(argv, output_dir, context.seconds_left(), context.workdir / "energyplus.log")
         return self._result(output_dir, completed.returncode, context.timeout_seconds)
 
     def _result(self, output_dir: Path, returncode: int | None, timeout_seconds: int) -> ValidationResult:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar, Literal
@@ -32,8 +31,6 @@ from schemas.envelopes import Location, Message, Metric
 
 MODEL_DESCRIPTION = "modelDescription.xml"
 SETTABLE_CAUSALITIES = {"input", "parameter"}
-# Seconds kept back from the step's timeout for reading results and writing output.json.
-REPORTING_MARGIN_SECONDS = 5
 
 
 class Bounds(BaseModel):
@@ -172,7 +169,6 @@ class FmuValidator:
     config_model: ClassVar[type[BaseModel]] = FmuConfig
 
     def validate(self, context: ValidationContext) -> ValidationResult:
-        started = time.monotonic()
         config = parse_config(self, context.inputs)
         assert isinstance(config, FmuConfig)
         unzipdir = context.workdir / "fmu"
@@ -186,11 +182,9 @@ class FmuValidator:
         declared = check_variables(model, config)
         if declared:
             return ValidationResult(messages=declared, outputs={"simulated": False, "fmi_version": model.fmiVersion})
-        return self._simulate(context, config, unzipdir, model, started)
+        return self._simulate(context, config, unzipdir, model)
 
-    def _simulate(
-        self, context: ValidationContext, config: FmuConfig, unzipdir: Path, model: Any, started: float
-    ) -> ValidationResult:
+    def _simulate(self, context: ValidationContext, config: FmuConfig, unzipdir: Path, model: Any) -> ValidationResult:
         request = context.workdir / "request.json"
         request.write_text(
             json.dumps(
@@ -205,9 +199,8 @@ class FmuValidator:
                 }
             )
         )
-        budget = context.timeout_seconds - REPORTING_MARGIN_SECONDS - (time.monotonic() - started)
         argv = [sys.executable, "-m", "jobs.validators.fmu_simulate", str(request)]
-        completed = run_isolated(argv, context.workdir, budget, context.workdir / "simulation.log")
+        completed = run_isolated(argv, context.workdir, context.seconds_left(), context.workdir / "simulation.log")
         outputs: dict[str, Any] = {"simulated": True, "fmi_version": model.fmiVersion}
         if completed.timed_out:
             return ValidationResult(

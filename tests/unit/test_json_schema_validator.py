@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,13 @@ def context(tmp_path: Path, document: bytes, config: dict) -> ValidationContext:
     path = tmp_path / "doc.json"
     path.write_bytes(document)
     ref = FileRef(name="doc.json", role="primary", uri="gs://b/doc.json", size_bytes=len(document), sha256="0" * 64)
-    return ValidationContext(files=[InputFile(ref, path)], inputs=config, workdir=tmp_path, timeout_seconds=60)
+    return ValidationContext(
+        files=[InputFile(ref, path)],
+        inputs=config,
+        workdir=tmp_path,
+        timeout_seconds=60,
+        deadline=time.monotonic() + 60,
+    )
 
 
 def validate(tmp_path: Path, document: object, schema: dict, **config: object) -> ValidationResult:
