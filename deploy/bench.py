@@ -206,4 +206,4 @@ def run_benchmark(samples: int, burst: int, energyplus_samples: int, log_dir: Pa
 
 
 if __name__ == "__main__":
-    print(run_benchmark(30, 200, 3, Path(tempfile.mkdtemp(prefix="validibot-bench-"))))
+    print(run_benchmark(30, 200, 5, Path(tempfile.mkdtemp(prefix="validibot-bench-"))))

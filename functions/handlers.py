@@ -262,39 +262,43 @@ class Pipeline:
             with contextlib.suppress(Conflict):
                 self.store.commit(release.writes)
 
-    def _record_execution(self, path: StepObjectPath, claimed: AttemptDoc, result: LaunchResult) -> None:
-        if result.execution_name is None:
-            return  # inline: the output is written already, there is no execution to find again
+    def _commit_fresh(self, replan: Callable[[], Plan | None]) -> Plan | None:
+        """Commit what `replan` decides from fresh reads, deciding again after a lost race; None: nothing done."""
         for _ in range(MAX_COMMIT_TRIES):
-            current = self.store.attempt(path.run_id, path.attempt_id)
-            plan = current and plan_dispatched(
-                path.run_id, path.attempt_id, current, claimed, result.execution_name, result.job_status
-            )
-            if not plan:
-                return
+            plan = replan()
+            if plan is None:
+                return None
             try:
                 self.store.commit(plan.writes)
-                return
             except Conflict:
                 continue
+            return plan
+        return None
+
+    def _record_execution(self, path: StepObjectPath, claimed: AttemptDoc, result: LaunchResult) -> None:
+        execution_name = result.execution_name
+        if execution_name is None:
+            return  # inline: the output is written already, there is no execution to find again
+
+        def replan() -> Plan | None:
+            current = self.store.attempt(path.run_id, path.attempt_id)
+            if current is None:
+                return None
+            return plan_dispatched(path.run_id, path.attempt_id, current, claimed, execution_name, result.job_status)
+
+        self._commit_fresh(replan)
 
     def _refuse_launch(self, path: StepObjectPath, claimed: AttemptDoc, reason: str) -> None:
-        for _ in range(MAX_COMMIT_TRIES):
+        def replan() -> Plan | None:
             run = self.store.run(path.run_id)
             current = self.store.attempt(path.run_id, path.attempt_id)
-            plan = (
-                run
-                and current
-                and plan_launch_refused(path.run_id, run, path.attempt_id, current, claimed, reason, self.clock())
-            )
-            if not plan:
-                return
-            try:
-                self.store.commit(plan.writes)
-            except Conflict:
-                continue
+            if run is None or current is None:
+                return None
+            return plan_launch_refused(path.run_id, run, path.attempt_id, current, claimed, reason, self.clock())
+
+        plan = self._commit_fresh(replan)
+        if plan is not None:
             self._perform(plan)
-            return
 
     # -- INGEST -----------------------------------------------------------------------------------------
 
