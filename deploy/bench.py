@@ -199,6 +199,7 @@ def run_benchmark(samples: int, burst: int, energyplus_samples: int, log_dir: Pa
             "energyplus_samples": energyplus_samples,
             "energyplus_direct_p50_ms": round(statistics.median(direct_ms), 1),
             "energyplus_pipeline_p50_ms": round(statistics.median(pipeline_ms), 1),
+            "energyplus_overhead_ms": round(statistics.median(pipeline_ms) - statistics.median(direct_ms), 1),
             "energyplus_overhead_ratio": round(statistics.median(pipeline_ms) / statistics.median(direct_ms), 3),
             "cpus": os.cpu_count(),
         }

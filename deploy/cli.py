@@ -179,7 +179,7 @@ def _print_verdict(store: RunStore, run_id: str, run: RunDoc, web_url: str) -> N
 @click.option("--samples", default=30, show_default=True, help="Sequential uploads per latency figure.")
 @click.option("--burst", default=200, show_default=True, help="Uploads in the throughput burst.")
 @click.option(
-    "--energyplus-samples", default=3, show_default=True, help="EnergyPlus runs, direct and via the pipeline."
+    "--energyplus-samples", default=5, show_default=True, help="EnergyPlus runs, direct and via the pipeline."
 )
 @click.option("--log-dir", default=".validibot/bench-logs", show_default=True, type=click.Path(path_type=Path))
 def bench(samples: int, burst: int, energyplus_samples: int, log_dir: Path) -> None:

@@ -171,9 +171,19 @@ def execute(
     if objects.stat(envelope.context.expected_output_uri) is not None:
         return None
     started_at = datetime.now(UTC)
+    clock = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="validibot-") as scratch:
         result = _validate(envelope, objects, Path(scratch))
+        validated = time.perf_counter()
         artifacts, notes = _store_artifacts(envelope, result.artifacts, objects, settings.max_artifact_bytes)
+    log.info(
+        "run %s attempt %s: validated in %.0f ms, %d artifacts stored in %.0f ms",
+        envelope.run_id,
+        envelope.context.attempt_id,
+        (validated - clock) * 1000,
+        len(artifacts),
+        (time.perf_counter() - validated) * 1000,
+    )
     result.messages.extend(notes)
     output = build_output(
         envelope, input_sha256, result, started_at, datetime.now(UTC), settings.max_messages_per_output, artifacts
