@@ -45,6 +45,8 @@ from store.runs import RunStore
 WARMUP = 3
 # Polling only decides when to look; the times measured come from the functions, so it can be gentle.
 POLL_SECONDS = 0.02
+# A simulation competes for the same two cores as the emulators that answer the polls: look rarely.
+SIMULATION_POLL_SECONDS = 1.0
 WAIT_SECONDS = 120.0
 BURST_UPLOADERS = 16
 ENERGYPLUS_MODEL = Path(__file__).resolve().parent.parent / "examples" / "small-office.idf"
@@ -58,13 +60,13 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def _wait_for(check, what: str):
+def _wait_for(check, what: str, poll_seconds: float = POLL_SECONDS):
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         found = check()
         if found is not None:
             return found
-        time.sleep(POLL_SECONDS)
+        time.sleep(poll_seconds)
     raise TimeoutError(f"no {what} after {WAIT_SECONDS:.0f}s")
 
 
@@ -89,7 +91,7 @@ class Bench:
         arrived = _wait_for(lambda: (ref.get().to_dict() or {}).get("arrived"), "floor record")
         return (arrived - started) * 1000
 
-    def run_end(self, run_id: str) -> float:
+    def run_end(self, run_id: str, poll_seconds: float = POLL_SECONDS) -> float:
         def ended() -> float | None:
             found = self.store.run(run_id)
             if found is None or not RunStatus(found.doc.status).is_terminal:
@@ -98,7 +100,7 @@ class Bench:
                 raise RuntimeError(f"benchmark run {run_id} ended {found.doc.status}: {found.doc.error}")
             return found.doc.ended_at.timestamp()
 
-        return _wait_for(ended, f"verdict for run {run_id}")
+        return _wait_for(ended, f"verdict for run {run_id}", poll_seconds)
 
     def submit(self) -> tuple[float, str]:
         name = inbox_object(DEMO_ORG, "json-basic", f"bench-{uuid.uuid4().hex}.json")
@@ -122,7 +124,8 @@ class Bench:
     def energyplus_pipeline_ms(self) -> float:
         name = inbox_object(DEMO_ORG, ENERGYPLUS_WORKFLOW, f"bench-{uuid.uuid4().hex}.idf")
         started, generation = self.upload(name, ENERGYPLUS_MODEL.read_bytes(), "text/plain")
-        return (self.run_end(run_id_for(self.settings.bucket, name, generation)) - started) * 1000
+        run_id = run_id_for(self.settings.bucket, name, generation)
+        return (self.run_end(run_id, SIMULATION_POLL_SECONDS) - started) * 1000
 
     def burst(self, count: int) -> tuple[float, list[float]]:
         with ThreadPoolExecutor(max_workers=BURST_UPLOADERS) as pool:

@@ -1,22 +1,33 @@
-"""Which validators exist and how each runs. A workflow step names a validator by id."""
+"""Which validators exist and how each runs. A workflow step names a validator by id.
+
+Each validator's module is imported the first time it is asked for: a job runs one validator and pays for
+importing only that one (its engine's libraries included), which is part of every job's start-up time.
+"""
 
 from __future__ import annotations
 
-from jobs.validators.base import Validator
-from jobs.validators.energyplus import EnergyPlusValidator
-from jobs.validators.fmu import FmuValidator
-from jobs.validators.json_schema import JsonSchemaValidator
+import functools
+import importlib
 
-VALIDATORS: dict[str, Validator] = {v.id: v for v in (JsonSchemaValidator(), EnergyPlusValidator(), FmuValidator())}
+from jobs.validators.base import Validator
+
+REGISTERED = {
+    "json-schema": "jobs.validators.json_schema:JsonSchemaValidator",
+    "energyplus": "jobs.validators.energyplus:EnergyPlusValidator",
+    "fmu": "jobs.validators.fmu:FmuValidator",
+}
 
 
 class UnknownValidator(KeyError):
     pass
 
 
+@functools.cache
 def get_validator(validator_id: str) -> Validator:
-    try:
-        return VALIDATORS[validator_id]
-    except KeyError:
-        known = ", ".join(sorted(VALIDATORS))
-        raise UnknownValidator(f"unknown validator {validator_id!r} (known: {known})") from None
+    target = REGISTERED.get(validator_id)
+    if target is None:
+        known = ", ".join(sorted(REGISTERED))
+        raise UnknownValidator(f"unknown validator {validator_id!r} (known: {known})")
+    module, name = target.split(":")
+    validator: Validator = getattr(importlib.import_module(module), name)()
+    return validator
