@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import ValidationError
 
-from jobs.runtime import build_output, execute, write_output
+from jobs.runtime import execute, report_failure
 from jobs.validators.base import ValidationResult
 from schemas.enums import EnvelopeStatus
 from schemas.envelopes import InputEnvelope, sha256_hex
@@ -110,10 +110,7 @@ def run(environ: dict[str, str], settings: Settings, objects: ObjectStore) -> in
         result = ValidationResult(
             runtime_error=f"the validation job stopped unexpectedly ({type(exc).__name__}); operators have the logs"
         )
-        output = build_output(
-            envelope, input_sha256, result, started_at, datetime.now(UTC), settings.max_messages_per_output
-        )
-        write_output(objects, envelope, output)
+        report_failure(objects, envelope, input_sha256, result, started_at, settings)
         return EXIT_RUNTIME_FAILURE
     if output is None:
         log.info("%s: output.json already exists; nothing computed", attempt)

@@ -164,6 +164,21 @@ def write_output(objects: ObjectStore, envelope: InputEnvelope, output: OutputEn
     return True
 
 
+def report_failure(
+    objects: ObjectStore,
+    envelope: InputEnvelope,
+    input_sha256: str,
+    result: ValidationResult,
+    started_at: datetime,
+    settings: Settings,
+) -> None:
+    """Write the failed_runtime output a job could not write itself; a job's own output, if any, wins."""
+    output = build_output(
+        envelope, input_sha256, result, started_at, datetime.now(UTC), settings.max_messages_per_output
+    )
+    write_output(objects, envelope, output)
+
+
 def execute(
     envelope: InputEnvelope, input_sha256: str, objects: ObjectStore, settings: Settings
 ) -> OutputEnvelope | None:

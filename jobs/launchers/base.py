@@ -7,6 +7,7 @@ from typing import Protocol
 
 from schemas.enums import JobStatus
 from schemas.envelopes import InputEnvelope
+from schemas.paths import INPUT_NAME
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,15 @@ class LaunchResult:
     # None for inline runs: output.json is already written when launch() returns.
     execution_name: str | None = None
     job_status: JobStatus | None = None
+
+
+def job_overrides(envelope: InputEnvelope) -> dict[str, str]:
+    """The environment that tells a job execution which attempt it serves (DESIGN §9), on every launcher."""
+    return {
+        "VALIDIBOT_INPUT_URI": envelope.context.execution_bundle_uri + INPUT_NAME,
+        "VALIDIBOT_OUTPUT_URI": envelope.context.expected_output_uri,
+        "VALIDIBOT_RUN_ID": envelope.run_id,
+    }
 
 
 class LauncherBusy(Exception):

@@ -13,7 +13,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
 from google.protobuf.duration_pb2 import Duration
 
-from jobs.launchers.base import LaunchRefused, LaunchResult
+from jobs.launchers.base import LaunchRefused, LaunchResult, job_overrides
 from schemas.enums import JobStatus
 from schemas.envelopes import InputEnvelope
 from schemas.settings import Settings
@@ -36,11 +36,7 @@ def run_job_request(envelope: InputEnvelope, settings: Settings) -> run_v2.RunJo
     job = run_v2.JobsClient.job_path(
         settings.project, settings.cloudrun_region, settings.cloudrun_job_prefix + envelope.validator.type
     )
-    env = {
-        "VALIDIBOT_INPUT_URI": envelope.context.execution_bundle_uri + "input.json",
-        "VALIDIBOT_OUTPUT_URI": envelope.context.expected_output_uri,
-        "VALIDIBOT_RUN_ID": envelope.run_id,
-    }
+    env = job_overrides(envelope)
     return run_v2.RunJobRequest(
         name=job,
         overrides=Overrides(

@@ -17,8 +17,8 @@ import sys
 import threading
 from datetime import UTC, datetime
 
-from jobs.launchers.base import LauncherBusy, LaunchResult
-from jobs.runtime import build_output, write_output
+from jobs.launchers.base import LauncherBusy, LaunchResult, job_overrides
+from jobs.runtime import report_failure
 from jobs.validators.base import ValidationResult
 from schemas.enums import JobStatus
 from schemas.envelopes import InputEnvelope
@@ -34,9 +34,7 @@ def job_environment(envelope: InputEnvelope, job_name: str, base: dict[str, str]
     """What a Cloud Run Job execution sees: its image's environment plus the launch's overrides."""
     return {
         **base,
-        "VALIDIBOT_INPUT_URI": envelope.context.execution_bundle_uri + "input.json",
-        "VALIDIBOT_OUTPUT_URI": envelope.context.expected_output_uri,
-        "VALIDIBOT_RUN_ID": envelope.run_id,
+        **job_overrides(envelope),
         "CLOUD_RUN_JOB": job_name,
         "CLOUD_RUN_TASK_INDEX": "0",
         "CLOUD_RUN_TASK_COUNT": "1",
@@ -106,7 +104,4 @@ class LocalProcessLauncher:
         else:
             return
         log.warning("job %s for run %s: %s", process.pid, envelope.run_id, result.runtime_error)
-        output = build_output(
-            envelope, input_sha256, result, started_at, datetime.now(UTC), self._settings.max_messages_per_output
-        )
-        write_output(self._objects, envelope, output)
+        report_failure(self._objects, envelope, input_sha256, result, started_at, self._settings)
