@@ -161,6 +161,14 @@ def read_model(unzipdir: Path) -> tuple[Any | None, Message | None]:
     return model, None
 
 
+def open_fmu(fmu: Path, unzipdir: Path, max_bytes: int) -> tuple[Any | None, Message | None]:
+    """The archive checked, unpacked and its model description read: (model, None), or (None, why not)."""
+    problem = unpack(fmu, unzipdir, max_bytes) or check_xml(unzipdir / MODEL_DESCRIPTION)
+    if problem is not None:
+        return None, problem
+    return read_model(unzipdir)
+
+
 class FmuValidator:
     id: ClassVar[str] = "fmu"
     type: ClassVar[str] = "fmu"
@@ -172,12 +180,8 @@ class FmuValidator:
         config = parse_config(self, context.inputs)
         assert isinstance(config, FmuConfig)
         unzipdir = context.workdir / "fmu"
-        problem = unpack(context.primary().path, unzipdir, config.max_unpacked_bytes) or check_xml(
-            unzipdir / MODEL_DESCRIPTION
-        )
-        model, problem = (None, problem) if problem else read_model(unzipdir)
-        if model is None:
-            assert problem is not None
+        model, problem = open_fmu(context.primary().path, unzipdir, config.max_unpacked_bytes)
+        if problem is not None:
             return ValidationResult(messages=[problem], outputs={"simulated": False})
         declared = check_variables(model, config)
         if declared:
