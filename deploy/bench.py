@@ -22,8 +22,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from google.cloud import pubsub_v1
-
 from deploy.bench_floor import FLOOR_COLLECTION, FLOOR_PREFIX, floor_doc_id
 from deploy.provision import DEMO_ORG, push_endpoint
 from deploy.stack import LocalStack, Ports
@@ -39,8 +37,6 @@ from schemas.documents import StepSpec, WorkflowDoc
 from schemas.enums import RunStatus
 from schemas.paths import inbox_object, run_id_for
 from schemas.settings import Settings
-from store.clients import firestore_client, storage_client
-from store.runs import RunStore
 
 WARMUP = 3
 # Polling only decides when to look; the times measured come from the functions, so it can be gentle.
@@ -72,11 +68,12 @@ def _wait_for(check, what: str, poll_seconds: float = POLL_SECONDS):
 
 class Bench:
     def __init__(self, stack: LocalStack) -> None:
-        settings = stack.settings
-        self.settings = settings
-        self.bucket = storage_client(settings.project).bucket(settings.bucket)
-        self.db = firestore_client(settings.project)
-        self.store = RunStore(self.db)
+        services = stack.services
+        self.settings = services.settings
+        self.bucket = services.storage_client.bucket(self.settings.bucket)
+        self.db = services.firestore_client
+        self.reads = services.run_reads
+        self.store = services.run_store
 
     def upload(self, name: str, data: bytes = DOCUMENT, content_type: str = "application/json") -> tuple[float, int]:
         started = time.time()
@@ -93,12 +90,12 @@ class Bench:
 
     def run_end(self, run_id: str, poll_seconds: float = POLL_SECONDS) -> float:
         def ended() -> float | None:
-            found = self.store.run(run_id)
-            if found is None or not RunStatus(found.doc.status).is_terminal:
+            found = self.reads.run(run_id)
+            if found is None or not RunStatus(found.status).is_terminal:
                 return None
-            if found.doc.status != RunStatus.SUCCEEDED:
-                raise RuntimeError(f"benchmark run {run_id} ended {found.doc.status}: {found.doc.error}")
-            return found.doc.ended_at.timestamp()
+            if found.status != RunStatus.SUCCEEDED or found.ended_at is None:
+                raise RuntimeError(f"benchmark run {run_id} ended {found.status}: {found.error}")
+            return found.ended_at.timestamp()
 
         return _wait_for(ended, f"verdict for run {run_id}", poll_seconds)
 
@@ -158,7 +155,7 @@ def run_benchmark(samples: int, burst: int, energyplus_samples: int, log_dir: Pa
     try:
         stack.start(web=False)
         stack.start_function_server("bench-floor", Path(__file__).with_name("bench_floor.py"), "record", floor_port)
-        subscriber = pubsub_v1.SubscriberClient()
+        subscriber = stack.services.subscriber_client
         floor_subscription = subscriber.subscription_path(settings.project, "bench-floor")
         subscriber.create_subscription(
             request={

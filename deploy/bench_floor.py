@@ -7,19 +7,18 @@ one Firestore write: the least any pipeline stage can cost on this machine.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 
 import functions_framework
 from cloudevents.http import CloudEvent
-from google.cloud import firestore
 
+from bootstrap import Services
 from events.decode import decode_finalize
 
 FLOOR_PREFIX = "bench-floor/"
 FLOOR_COLLECTION = "bench_floor"
 
-_db = None
+_services: Services | None = None
 
 
 def floor_doc_id(name: str) -> str:
@@ -28,10 +27,11 @@ def floor_doc_id(name: str) -> str:
 
 @functions_framework.cloud_event
 def record(cloud_event: CloudEvent) -> None:
-    global _db
+    global _services
     finalized = decode_finalize(cloud_event)
     if finalized is None or not finalized.name.startswith(FLOOR_PREFIX):
         return
     arrived = time.time()
-    _db = _db or firestore.Client(project=os.environ["GOOGLE_CLOUD_PROJECT"])
-    _db.collection(FLOOR_COLLECTION).document(floor_doc_id(finalized.name)).set({"arrived": arrived})
+    _services = _services or Services.from_environment()
+    db = _services.firestore_client
+    db.collection(FLOOR_COLLECTION).document(floor_doc_id(finalized.name)).set({"arrived": arrived})

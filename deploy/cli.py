@@ -13,6 +13,7 @@ from types import FrameType
 
 import click
 
+from bootstrap import Services
 from deploy.fmu_build import build_fmu
 from deploy.provision import DEMO_ORG
 from deploy.stack import LocalStack, Ports, PrerequisiteMissing, emulator_env
@@ -20,8 +21,7 @@ from schemas.documents import RunDoc
 from schemas.enums import RunStatus
 from schemas.paths import inbox_object, run_id_for
 from schemas.settings import Settings
-from store.clients import firestore_client, storage_client
-from store.runs import RunStore
+from store.ports import RunReads
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DEMO_FMU_SCRIPT = EXAMPLES / "fmu" / "RoomHeater.py"
@@ -73,7 +73,7 @@ def up(
         workflows = stack.start()
         if demo:
             for file, workflow in _demo_submissions(stack.log_dir.parent):
-                _upload(settings, file, DEMO_ORG, workflow)
+                _upload(stack.services, file, DEMO_ORG, workflow)
         _print_ready(stack, settings, [w.slug for w in workflows])
         while (failed := stack.supervisor.first_failure()) is None:
             time.sleep(0.5)
@@ -118,12 +118,13 @@ Ctrl-C stops everything."""
     )
 
 
-def _upload(settings: Settings, file: Path, org: str, workflow: str) -> str:
+def _upload(services: Services, file: Path, org: str, workflow: str) -> str:
+    bucket = services.settings.bucket
     name = inbox_object(org, workflow, file.name)
-    blob = storage_client(settings.project).bucket(settings.bucket).blob(name)
+    blob = services.storage_client.bucket(bucket).blob(name)
     content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
     blob.upload_from_filename(str(file), content_type=content_type)
-    return run_id_for(settings.bucket, name, int(blob.generation))
+    return run_id_for(bucket, name, int(blob.generation))
 
 
 @main.command("build-fmu")
@@ -142,32 +143,31 @@ def build_fmu_command(script: Path, out: Path) -> None:
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds --wait waits for a verdict.")
 def submit(file: Path, workflow: str, org: str, wait: bool, timeout: float) -> None:
     """Upload FILE to inbox/ORG/WORKFLOW/ and print the run id."""
-    settings = Settings()
-    _use_local_emulators_by_default(settings)
-    run_id = _upload(settings, file, org, workflow)
+    services = Services.from_environment()
+    _use_local_emulators_by_default(services.settings)
+    run_id = _upload(services, file, org, workflow)
     click.echo(run_id)
     if not wait:
         return
-    store = RunStore(firestore_client(settings.project))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = store.run(run_id)
-        if found is not None and RunStatus(found.doc.status).is_terminal:
-            _print_verdict(store, run_id, found.doc, settings.web_url)
-            sys.exit({RunStatus.SUCCEEDED: 0, RunStatus.FAILED: 1}.get(RunStatus(found.doc.status), 2))
+        found = services.run_reads.run(run_id)
+        if found is not None and RunStatus(found.status).is_terminal:
+            _print_verdict(services.run_reads, run_id, found, services.settings.web_url)
+            sys.exit({RunStatus.SUCCEEDED: 0, RunStatus.FAILED: 1}.get(RunStatus(found.status), 2))
         time.sleep(0.2)
     click.echo(f"no verdict after {timeout:.0f}s (is the stack up?)", err=True)
     sys.exit(2)
 
 
-def _print_verdict(store: RunStore, run_id: str, run: RunDoc, web_url: str) -> None:
+def _print_verdict(reads: RunReads, run_id: str, run: RunDoc, web_url: str) -> None:
     click.echo(f"{run.status}  {run.submission_name}  ({run.duration_ms} ms)")
     if run.error:
         click.echo(f"  {run.error_category}: {run.error}")
-    for finding in store.findings(run_id, limit=50):
+    for finding in reads.findings(run_id, limit=50):
         where = finding.location.path if finding.location and finding.location.path is not None else ""
         click.echo(f"  {finding.severity:<7} {where or '/'}  {finding.message}")
-    for step in store.steps(run_id):
+    for step in reads.steps(run_id):
         for metric in step.metrics:
             click.echo(f"  metric  {metric.name} = {metric.value:g}{f' {metric.unit}' if metric.unit else ''}")
         for artifact in step.artifacts:

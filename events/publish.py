@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from google.cloud import pubsub_v1
-from google.cloud.pubsub_v1.types import BatchSettings, PublisherOptions
 
 from schemas.lifecycle import EVENT_SOURCE, LifecycleEvent
 
@@ -29,17 +28,14 @@ def message_attributes(event: LifecycleEvent) -> dict[str, str]:
     }
 
 
-class LifecyclePublisher:
-    def __init__(self, project: str, topic: str, client: pubsub_v1.PublisherClient | None = None) -> None:
-        self._client = client or pubsub_v1.PublisherClient(
-            # A lifecycle event is one small message: send it at once rather than wait to fill a batch.
-            batch_settings=BatchSettings(max_latency=0.001),
-            publisher_options=PublisherOptions(enable_message_ordering=True),
-        )
-        self._topic = self._client.topic_path(project, topic)
+class PubSubPublisher:
+    """Pub/Sub adapter of the Publisher port; its client must have message ordering enabled."""
+
+    def __init__(self, client: pubsub_v1.PublisherClient, project: str, topic: str) -> None:
+        self._client = client
+        self._topic = client.topic_path(project, topic)
 
     def publish(self, events: Iterable[LifecycleEvent]) -> None:
-        """Publish and wait for every event, so a handler acknowledges only what is really sent."""
         futures = [
             (
                 event,

@@ -24,13 +24,13 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import ValidationError
 
+from bootstrap import Services
 from jobs.runtime import execute, report_failure
 from jobs.validators.base import ValidationResult
 from schemas.enums import EnvelopeStatus
 from schemas.envelopes import InputEnvelope, sha256_hex
 from schemas.settings import Settings
-from store.clients import storage_client
-from store.objects import ObjectMissing, ObjectStore, ObjectTooLarge
+from store.ports import ObjectMissing, ObjectStore, ObjectTooLarge
 
 log = logging.getLogger("validibot.job")
 
@@ -124,8 +124,8 @@ def main() -> int:
     parent = os.environ.get("VALIDIBOT_PARENT_PID")
     if parent:
         _die_with_parent(int(parent))
-    settings = Settings()
-    return run(dict(os.environ), settings, ObjectStore(storage_client(settings.project)))
+    services = Services.from_environment()
+    return run(dict(os.environ), services.settings, services.objects)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from schemas.envelopes import (
 )
 from schemas.paths import UnsafeName, check_filename
 from schemas.settings import Settings
-from store.objects import IntegrityError, ObjectConflict, ObjectMissing, ObjectStore
+from store.ports import IntegrityError, ObjectConflict, ObjectMissing, ObjectStore, download_verified
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def _fetch_inputs(envelope: InputEnvelope, objects: ObjectStore, scratch: Path) 
         # Each file gets its own folder so the validator sees the user's name (extensions matter to some
         # tools) while the path stays inside the scratch directory whatever that name is.
         dest = _inside(scratch, "inputs", str(index), check_filename(ref.name, MAX_INPUT_FILENAME))
-        files.append(InputFile(ref=ref, path=objects.download_verified(ref, dest)))
+        files.append(InputFile(ref=ref, path=download_verified(objects, ref, dest)))
     return files
 
 

@@ -1,12 +1,18 @@
-"""What a pure transition asks the store to write: documents by path, each with how it may be written."""
+"""What a pure transition decides: documents to write by path (each with how it may be written), and the effects
+to perform once they are committed (lifecycle events to publish, objects to create). Also what it reads: a document
+with the update time that a later `replace` is conditioned on.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from schemas.documents import Document
+from schemas.lifecycle import LifecycleEvent
+
+D = TypeVar("D", bound=Document)
 
 DocPath = tuple[str, ...]
 
@@ -50,3 +56,28 @@ class Write:
     doc: Document
     mode: Literal["create", "replace", "upsert"]
     read_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Versioned(Generic[D]):
+    """A document as read, with the update time a `replace` of it is conditioned on."""
+
+    doc: D
+    update_time: datetime
+
+
+@dataclass(frozen=True)
+class NewObject:
+    """An object to create (never overwrite) in Cloud Storage."""
+
+    uri: str
+    data: bytes
+    content_type: str = "application/json"
+
+
+@dataclass
+class Effects:
+    """What follows a commit: idempotent, so a replay after a crash performs them again safely."""
+
+    events: list[LifecycleEvent] = field(default_factory=list)
+    objects: list[NewObject] = field(default_factory=list)

@@ -93,6 +93,7 @@ class InboxPath(BaseModel):
     """An object under inbox/. Segments are raw: INTAKE checks them and records why it refuses any."""
 
     model_config = ConfigDict(frozen=True)
+    kind: Literal["submission"] = "submission"
     org: str
     workflow: str
     filename: str
@@ -109,6 +110,7 @@ class StepObjectPath(BaseModel):
 
 
 ObjectPath = InboxPath | StepObjectPath
+ObjectKind = Literal["submission", "input", "output"]
 
 
 def parse_object_name(name: str) -> ObjectPath | None:

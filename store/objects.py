@@ -1,4 +1,4 @@
-"""Cloud Storage: create-only writes and reads pinned to a generation, verified by size and sha256."""
+"""Cloud Storage adapter of the ObjectStore port: create-only writes, reads pinned to a generation."""
 
 from __future__ import annotations
 
@@ -6,42 +6,16 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from google.api_core import exceptions as gexc
 from google.cloud import storage
 
-from schemas.envelopes import FileRef
 from schemas.paths import parse_gs_uri
+from store.ports import ObjectConflict, ObjectMissing, ObjectTooLarge, StoredObject
 
 SHA256_METADATA_KEY = "sha256"
-_CHUNK = 1024 * 1024
-
-
-class ObjectConflict(Exception):
-    """A create-only write found the object already there."""
-
-
-class ObjectMissing(Exception):
-    """The object (at that generation) does not exist."""
-
-
-class ObjectTooLarge(Exception):
-    pass
-
-
-class IntegrityError(Exception):
-    """The bytes read are not the bytes the envelope promised."""
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    uri: str
-    generation: int
-    size: int
-    sha256: str | None
 
 
 class _Verifier:
@@ -61,7 +35,7 @@ class _Verifier:
         return self._sink.write(chunk)
 
 
-class ObjectStore:
+class GcsObjectStore:
     def __init__(self, client: storage.Client) -> None:
         self._client = client
 
@@ -138,19 +112,3 @@ class ObjectStore:
             if os.path.exists(partial):
                 os.unlink(partial)
         return verifier.size, verifier.digest.hexdigest()
-
-    def download_verified(self, ref: FileRef, dest: Path) -> Path:
-        """Fetch the file an envelope names, refusing any byte that differs from what it promised."""
-        if ref.generation is None:
-            raise IntegrityError(f"{ref.uri} is not pinned to a generation")
-        try:
-            size, sha256 = self.download_hashed(ref.uri, ref.generation, dest, max_bytes=ref.size_bytes)
-        except ObjectTooLarge as exc:
-            raise IntegrityError(f"{ref.name} is larger than the {ref.size_bytes} bytes recorded") from exc
-        if size != ref.size_bytes or sha256 != ref.sha256:
-            dest.unlink()
-            raise IntegrityError(
-                f"{ref.name} does not match what was recorded (size {size} vs {ref.size_bytes}, "
-                f"sha256 {sha256[:12]}… vs {ref.sha256[:12]}…)"
-            )
-        return dest

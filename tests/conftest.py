@@ -11,13 +11,7 @@ import pytest
 from deploy.fmu_build import build_fmu
 from deploy.stack import LocalStack, Ports
 from schemas.settings import Settings
-
-TEST_PROJECT = "validibot-test"
-ROOT = Path(__file__).resolve().parents[1]
-FMU_SCRIPTS = {
-    "RoomHeater": ROOT / "examples" / "fmu" / "RoomHeater.py",
-    "SlowRoom": ROOT / "tests" / "fmus" / "SlowRoom.py",
-}
+from tests.support import FMU_SCRIPTS, TEST_PROJECT
 
 
 def _start(tmp_path_factory: pytest.TempPathFactory, name: str, full: bool) -> Iterator[LocalStack]:

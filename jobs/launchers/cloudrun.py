@@ -8,8 +8,6 @@ the job, whose output.json finalize event is the callback.
 from __future__ import annotations
 
 from google.api_core import exceptions as gexc
-from google.api_core.client_options import ClientOptions
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
 from google.protobuf.duration_pb2 import Duration
 
@@ -19,17 +17,6 @@ from schemas.envelopes import InputEnvelope
 from schemas.settings import Settings
 
 Overrides = run_v2.RunJobRequest.Overrides
-
-
-def jobs_client(settings: Settings) -> run_v2.JobsClient:
-    if settings.cloudrun_api_endpoint:
-        # A local stand-in for the Jobs API (tests): plain HTTP, REST transport, no credentials to find.
-        return run_v2.JobsClient(
-            transport="rest",
-            client_options=ClientOptions(api_endpoint=settings.cloudrun_api_endpoint),
-            credentials=AnonymousCredentials(),
-        )
-    return run_v2.JobsClient()
 
 
 def run_job_request(envelope: InputEnvelope, settings: Settings) -> run_v2.RunJobRequest:

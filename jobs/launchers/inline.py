@@ -6,7 +6,7 @@ from jobs.launchers.base import LaunchResult
 from jobs.runtime import execute
 from schemas.envelopes import InputEnvelope
 from schemas.settings import Settings
-from store.objects import ObjectStore
+from store.ports import ObjectStore
 
 
 class InlineLauncher:

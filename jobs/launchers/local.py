@@ -23,7 +23,7 @@ from jobs.validators.base import ValidationResult
 from schemas.enums import JobStatus
 from schemas.envelopes import InputEnvelope
 from schemas.settings import Settings
-from store.objects import ObjectStore
+from store.ports import ObjectStore
 
 log = logging.getLogger("validibot.launcher.local")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from deploy.stack import LocalStack
-from tests.e2e.conftest import EXAMPLES, page, submit
+from tests.support import EXAMPLES, cli_submit, page
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +22,7 @@ def run_id_of(stdout: str) -> str:
 
 
 def test_energyplus_model_simulates_and_the_run_page_shows_the_results(full_stack: LocalStack) -> None:
-    result = submit(full_stack, EXAMPLES / "small-office.idf", "energyplus-basic")
+    result = cli_submit(full_stack, EXAMPLES / "small-office.idf", "energyplus-basic")
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCEEDED  small-office.idf" in result.stdout
@@ -48,8 +48,8 @@ def test_energyplus_model_simulates_and_the_run_page_shows_the_results(full_stac
 
 
 def test_energyplus_fatal_error_and_unsafe_model_fail_with_their_reasons(full_stack: LocalStack) -> None:
-    fatal = submit(full_stack, EXAMPLES / "broken-office.idf", "energyplus-basic")
-    unsafe = submit(full_stack, EXAMPLES / "plugin-office.idf", "energyplus-basic")
+    fatal = cli_submit(full_stack, EXAMPLES / "broken-office.idf", "energyplus-basic")
+    unsafe = cli_submit(full_stack, EXAMPLES / "plugin-office.idf", "energyplus-basic")
 
     assert fatal.returncode == 1, fatal.stdout + fatal.stderr
     assert "ERROR   /  GetSurfaceData: Errors discovered, program terminates." in fatal.stdout
@@ -59,7 +59,7 @@ def test_energyplus_fatal_error_and_unsafe_model_fail_with_their_reasons(full_st
 
 
 def test_fmu_runs_through_fmu_basic(full_stack: LocalStack, fmus: dict[str, Path]) -> None:
-    result = submit(full_stack, fmus["RoomHeater"], "fmu-basic")
+    result = cli_submit(full_stack, fmus["RoomHeater"], "fmu-basic")
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCEEDED  RoomHeater.fmu" in result.stdout

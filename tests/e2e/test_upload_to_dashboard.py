@@ -11,16 +11,14 @@ import pytest
 from deploy.stack import LocalStack
 from schemas.enums import RunStatus
 from schemas.paths import inbox_object, run_id_for
-from store.clients import firestore_client, storage_client
-from store.runs import RunStore
-from tests.e2e.conftest import EXAMPLES, page, submit
+from tests.support import EXAMPLES, cli_submit, page
 
 pytestmark = pytest.mark.e2e
 
 
 def test_valid_and_invalid_documents_reach_their_verdicts_and_the_dashboard(full_stack: LocalStack) -> None:
-    valid = submit(full_stack, EXAMPLES / "building-valid.json")
-    invalid = submit(full_stack, EXAMPLES / "building-invalid.json")
+    valid = cli_submit(full_stack, EXAMPLES / "building-valid.json")
+    invalid = cli_submit(full_stack, EXAMPLES / "building-invalid.json")
 
     assert valid.returncode == 0, valid.stderr
     assert invalid.returncode == 1, invalid.stderr
@@ -45,25 +43,24 @@ def test_valid_and_invalid_documents_reach_their_verdicts_and_the_dashboard(full
 def test_plain_client_upload_into_the_inbox_works_the_same(full_stack: LocalStack) -> None:
     settings = full_stack.settings
     name = inbox_object("demo", "json-basic", "uploaded-with-the-client.json")
-    blob = storage_client(settings.project).bucket(settings.bucket).blob(name)
+    blob = full_stack.services.storage_client.bucket(settings.bucket).blob(name)
     blob.upload_from_filename(str(EXAMPLES / "building-invalid.json"), content_type="application/json")
     run_id = run_id_for(settings.bucket, name, int(blob.generation))
 
-    store = RunStore(firestore_client(settings.project))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        found = store.run(run_id)
-        if found and RunStatus(found.doc.status).is_terminal:
+        found = full_stack.services.run_reads.run(run_id)
+        if found and RunStatus(found.status).is_terminal:
             break
         time.sleep(0.2)
     assert found is not None
-    assert found.doc.status == RunStatus.FAILED
-    assert found.doc.counts.ERROR == 4
+    assert found.status == RunStatus.FAILED
+    assert found.counts.ERROR == 4
     assert "uploaded-with-the-client.json" in page(f"{full_stack.web_url}/orgs/demo/runs")
 
 
 def test_another_org_cannot_see_a_demo_run(full_stack: LocalStack) -> None:
-    result = submit(full_stack, EXAMPLES / "building-valid.json")
+    result = cli_submit(full_stack, EXAMPLES / "building-valid.json")
     run_id = result.stdout.splitlines()[0]
 
     assert page(f"{full_stack.web_url}/orgs/demo/runs/{run_id}")

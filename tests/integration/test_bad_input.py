@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid
 
 import pytest
 
-from functions.handlers import Pipeline
+from functions.pipeline import Pipeline
+from functions.stage import Handled, Outcome
 from schemas.enums import AttemptState, ErrorCategory, ReceiptStatus, RunStatus, StepStatus
 from schemas.envelopes import OutputEnvelope
 from schemas.paths import attempt_id_for, inbox_object, run_id_for
-from tests.integration.conftest import Harness
-from tests.integration.test_redelivery import INVALID, VALID
+from tests.support import APPLIED, DUPLICATE, INVALID, VALID, Harness, genuine_output
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +25,7 @@ def refused(harness: Harness, name: str, data: bytes, pipeline: Pipeline | None 
     assert run is not None
     # A refused submission leaves nothing behind but its run document.
     assert list(harness.gcs.list_blobs(harness.bucket, prefix=f"runs/{run.doc.org}/{run_id}/")) == []
-    assert harness.store.steps(run_id) == []
+    assert harness.reads.steps(run_id) == []
     return outcome, run.doc
 
 
@@ -39,20 +38,18 @@ def test_malformed_json_submission_fails_validation_with_its_position(harness: H
     run = harness.store.run(run_id).doc
     assert run.status == RunStatus.FAILED
     assert run.error_category == ErrorCategory.VALIDATION_FAILED
-    [finding] = harness.store.findings(run_id, limit=10)
+    [finding] = harness.reads.findings(run_id, limit=10)
     assert finding.code == "json.syntax"
     assert finding.message.endswith("is not valid JSON: Expecting value")
     assert (finding.location.line, finding.location.column) == (2, 11)
 
 
 def test_submission_over_the_size_limit_is_refused_before_it_is_read(harness: Harness) -> None:
-    small = dataclasses.replace(
-        harness.pipeline, settings=harness.pipeline.settings.model_copy(update={"max_submission_bytes": 100})
-    )
+    small = harness.rewired(settings=harness.settings.model_copy(update={"max_submission_bytes": 100}))
     name = inbox_object("demo", "json-basic", f"{uuid.uuid4().hex}.json")
     outcome, run = refused(harness, name, b" " * 101, pipeline=small)
 
-    assert outcome == "refused"
+    assert outcome == Handled(Outcome.REFUSED)
     assert run.status == RunStatus.FAILED
     assert run.error_category == ErrorCategory.VALIDATION_FAILED
     assert run.error == "the file is 101 bytes; the limit is 100 bytes (VALIDIBOT_MAX_SUBMISSION_BYTES)"
@@ -62,7 +59,7 @@ def test_submission_over_the_size_limit_is_refused_before_it_is_read(harness: Ha
 def test_unknown_workflow_is_refused(harness: Harness) -> None:
     outcome, run = refused(harness, inbox_object("demo", "no-such-workflow", "a.json"), VALID)
 
-    assert outcome == "refused"
+    assert outcome == Handled(Outcome.REFUSED)
     assert run.status == RunStatus.FAILED
     assert run.error_category == ErrorCategory.VALIDATION_FAILED
     assert run.error == ("organization 'demo' has no workflow 'no-such-workflow'; upload to inbox/demo/<workflow>/")
@@ -72,7 +69,7 @@ def test_unknown_workflow_is_refused(harness: Harness) -> None:
 def test_unknown_organization_is_refused(harness: Harness) -> None:
     outcome, run = refused(harness, inbox_object("nobody", "json-basic", "a.json"), VALID)
 
-    assert outcome == "refused"
+    assert outcome == Handled(Outcome.REFUSED)
     assert run.error == "unknown organization 'nobody'"
 
 
@@ -90,7 +87,7 @@ def test_unsafe_file_name_is_refused_and_nothing_is_written(harness: Harness, fi
     name = inbox_object("demo", "json-basic", filename)
     outcome, run = refused(harness, name, VALID)
 
-    assert outcome == "refused"
+    assert outcome == Handled(Outcome.REFUSED)
     assert run.status == RunStatus.FAILED
     assert run.error_category == ErrorCategory.VALIDATION_FAILED
     assert run.error.startswith("unsafe file name: ")
@@ -102,7 +99,7 @@ def test_input_json_for_an_unknown_attempt_is_ignored(harness: Harness) -> None:
     run_id = uuid.uuid4().hex[:24]
     for data in (b"not json at all", b'{"schema_version": "validibot.input.v1"}'):
         name = f"runs/demo/{run_id}/steps/01-schema/01-{len(data)}/input.json"
-        assert harness.pipeline.handle(harness.upload(name, data)) == "unknown attempt"
+        assert harness.pipeline.handle(harness.upload(name, data)) == Handled(Outcome.UNKNOWN_ATTEMPT)
     assert harness.store.run(run_id) is None
 
 
@@ -119,10 +116,10 @@ def test_tampered_input_json_fails_the_run_without_running_the_validator(harness
     harness.bucket.blob(original.name).delete()
     forged = harness.upload(original.name, tampered)
 
-    assert harness.pipeline.handle(forged) == (
-        "failed: input.json is not the envelope scheduled for this attempt (sha256 differs)"
+    assert harness.pipeline.handle(forged) == Handled(
+        Outcome.FAILED, "input.json is not the envelope scheduled for this attempt (sha256 differs)"
     )
-    assert harness.pipeline.handle(original) == "duplicate"
+    assert harness.pipeline.handle(original) == DUPLICATE
 
     run = harness.store.run(run_id).doc
     assert run.status == RunStatus.FAILED
@@ -130,7 +127,7 @@ def test_tampered_input_json_fails_the_run_without_running_the_validator(harness
     assert run.error == (
         "step 1 'Building summary schema': input.json is not the envelope scheduled for this attempt (sha256 differs)"
     )
-    assert [s.status for s in harness.store.steps(run_id)] == [StepStatus.FAILED]
+    assert [s.status for s in harness.reads.steps(run_id)] == [StepStatus.FAILED]
     attempt = harness.store.attempt(run_id, attempt_id_for(1, 1)).doc
     assert attempt.state == AttemptState.FAILED
     assert harness.bucket.get_blob(attempt.expected_output_uri.split("/", 3)[3]) is None
@@ -142,7 +139,9 @@ def test_input_json_deleted_before_launch_fails_the_run(harness: Harness) -> Non
     original = harness.input_event(run_id)
     harness.bucket.blob(original.name).delete()
 
-    assert harness.pipeline.handle(original) == "failed: input.json was deleted or replaced before it was launched"
+    assert harness.pipeline.handle(original) == Handled(
+        Outcome.FAILED, "input.json was deleted or replaced before it was launched"
+    )
     run = harness.store.run(run_id).doc
     assert run.status == RunStatus.FAILED
     assert run.error_category == ErrorCategory.SYSTEM_ERROR
@@ -157,35 +156,24 @@ def _scheduled_run(harness: Harness) -> tuple[str, str]:
 
 
 def _genuine_output(harness: Harness, run_id: str) -> OutputEnvelope:
-    """An output that passes every check, as the validator would write it."""
-    attempt = harness.store.attempt(run_id, attempt_id_for(1, 1)).doc
-    return OutputEnvelope(
-        run_id=run_id,
-        step_key="schema",
-        attempt_id="01-1",
-        callback_id=attempt.callback_id,
-        input_envelope_sha256=attempt.input_sha256,
-        validator={"id": "json-schema", "type": "json-schema", "version": "1"},
-        status="success",
-        timing={"started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:01Z"},
-    )
+    return genuine_output(run_id, harness.store.attempt(run_id, attempt_id_for(1, 1)).doc)
 
 
 def assert_rejected_and_run_unchanged(harness: Harness, run_id: str, name: str, data: bytes, reason: str) -> None:
     before = harness.store.run(run_id)
     event = harness.upload(name, data)
 
-    outcome = harness.pipeline.handle(event)
+    handled = harness.pipeline.handle(event)
 
-    assert outcome.startswith("rejected: ")
-    assert reason in outcome
+    assert handled.outcome == Outcome.REJECTED
+    assert reason in (handled.detail or "")
     after = harness.store.run(run_id)
     assert after.doc == before.doc
     assert after.update_time == before.update_time
-    rejected = harness.store.rejected_receipts(run_id, limit=50)
+    rejected = harness.reads.rejected_receipts(run_id, limit=50)
     assert any(r.output_uri == f"gs://{event.bucket}/{name}" and reason in (r.reason or "") for r in rejected)
     assert all(r.status == ReceiptStatus.REJECTED for r in rejected)
-    assert harness.pipeline.handle(event) == "duplicate (already recorded)"
+    assert harness.pipeline.handle(event) == Handled(Outcome.ALREADY_RECORDED)
 
 
 def test_malformed_output_json_is_rejected(harness: Harness) -> None:
@@ -234,7 +222,7 @@ def test_rejected_outputs_leave_the_run_able_to_finish(harness: Harness) -> None
     harness.pipeline.handle(harness.upload(slot.replace("/01-schema/", "/01-other/"), forged.to_bytes()))
 
     harness.pipeline.handle(harness.input_event(run_id))
-    assert harness.pipeline.handle(harness.output_event(run_id)) == "applied"
+    assert harness.pipeline.handle(harness.output_event(run_id)) == APPLIED
     assert harness.store.run(run_id).doc.status == RunStatus.FAILED
     assert harness.store.run(run_id).doc.counts.ERROR == 4
 
@@ -254,7 +242,7 @@ def test_output_for_an_unknown_run_is_rejected(harness: Harness) -> None:
     )
     event = harness.upload(name, output.to_bytes())
 
-    assert harness.pipeline.handle(event) == f"rejected: no run {run_id} with attempt 01-1"
+    assert harness.pipeline.handle(event) == Handled(Outcome.REJECTED, f"no run {run_id} with attempt 01-1")
     assert harness.store.run(run_id) is None
-    [receipt] = harness.store.rejected_receipts(run_id, limit=5)
+    [receipt] = harness.reads.rejected_receipts(run_id, limit=5)
     assert receipt.reason == f"no run {run_id} with attempt 01-1"

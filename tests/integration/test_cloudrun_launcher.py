@@ -6,25 +6,23 @@ the new Execution, or a google.rpc error.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
-from functions.handlers import Pipeline
-from functions.main import build_launchers
+from bootstrap import Services
+from functions.pipeline import Pipeline
+from functions.stage import Handled, Outcome
 from schemas.enums import AttemptState, ErrorCategory, JobStatus, RunStatus
 from schemas.paths import attempt_id_for
-from tests.integration.conftest import Harness
+from tests.support import CREATED, DUPLICATE, EXAMPLES, LAUNCHED, Harness
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PROJECT = "validibot-test"
 REGION = "europe-west1"
 JOB = f"projects/{PROJECT}/locations/{REGION}/jobs/validibot-validator-energyplus"
@@ -66,17 +64,15 @@ def jobs_api() -> Iterator[tuple[JobsApi, str]]:
 
 
 def cloudrun_pipeline(harness: Harness, endpoint: str) -> Pipeline:
-    settings = harness.pipeline.settings.model_copy(
+    settings = harness.settings.model_copy(
         update={"job_launcher": "cloudrun", "cloudrun_region": REGION, "cloudrun_api_endpoint": endpoint}
     )
-    return dataclasses.replace(
-        harness.pipeline, settings=settings, launchers=build_launchers(settings, harness.pipeline.objects)
-    )
+    return harness.rewired(settings=settings, launchers=Services(settings).launchers)
 
 
-def launch_energyplus(harness: Harness, pipeline: Pipeline) -> tuple[str, str]:
+def launch_energyplus(harness: Harness, pipeline: Pipeline) -> tuple[str, Handled]:
     event, run_id = harness.submit((EXAMPLES / "small-office.idf").read_bytes(), "energyplus-basic", "office.idf")
-    assert pipeline.handle(event) == "created"
+    assert pipeline.handle(event) == CREATED
     return run_id, pipeline.handle(harness.input_event(run_id))
 
 
@@ -95,7 +91,7 @@ def test_run_job_request_and_recorded_execution(harness: Harness, jobs_api: tupl
 
     run_id, outcome = launch_energyplus(harness, pipeline)
 
-    assert outcome == "launched"
+    assert outcome == LAUNCHED
     attempt = harness.store.attempt(run_id, attempt_id_for(1, 1)).doc
     [(method, path, body)] = api.requests
     assert (method, path) == ("POST", f"/v2/{JOB}:run")
@@ -118,7 +114,7 @@ def test_run_job_request_and_recorded_execution(harness: Harness, jobs_api: tupl
     assert attempt.state == AttemptState.RUNNING
     assert attempt.execution_name == EXECUTION
     assert attempt.job_status == JobStatus.PENDING
-    assert pipeline.handle(harness.input_event(run_id)) == "duplicate"
+    assert pipeline.handle(harness.input_event(run_id)) == DUPLICATE
     assert len(api.requests) == 1
 
 
@@ -129,7 +125,7 @@ def test_job_not_deployed_fails_the_step_saying_so(harness: Harness, jobs_api: t
 
     run_id, outcome = launch_energyplus(harness, cloudrun_pipeline(harness, endpoint))
 
-    assert outcome.startswith("failed: Cloud Run refused to start job")
+    assert outcome == Handled(Outcome.FAILED, f"Cloud Run refused to start job {JOB}: Job '{JOB}' not found.")
     run = harness.store.run(run_id).doc
     assert run.status == RunStatus.FAILED
     assert run.error_category == ErrorCategory.SYSTEM_ERROR
@@ -146,7 +142,7 @@ def test_jobs_api_unavailable_is_retried_by_redelivery(harness: Harness, jobs_ap
     api.body = {"error": {"code": 503, "message": "The service is currently unavailable.", "status": "UNAVAILABLE"}}
     pipeline = cloudrun_pipeline(harness, endpoint)
     event, run_id = harness.submit((EXAMPLES / "small-office.idf").read_bytes(), "energyplus-basic", "office.idf")
-    assert pipeline.handle(event) == "created"
+    assert pipeline.handle(event) == CREATED
 
     with pytest.raises(Exception, match="unavailable"):
         pipeline.handle(harness.input_event(run_id))

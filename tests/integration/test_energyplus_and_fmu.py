@@ -13,11 +13,10 @@ from schemas.documents import StepSpec
 from schemas.enums import AttemptState, ErrorCategory, RunStatus, Severity
 from schemas.envelopes import OutputEnvelope
 from schemas.paths import attempt_id_for, parse_gs_uri
-from tests.integration.conftest import Harness
+from tests.support import APPLIED, CREATED, EXAMPLES, LAUNCHED, Harness
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 GOLDEN = "USA_CO_Golden-NREL.724666_TMY3.epw"
 
 
@@ -39,15 +38,15 @@ def output_of(harness: Harness, run_id: str) -> OutputEnvelope:
 
 def test_energyplus_model_simulates_in_a_separate_process(harness: Harness) -> None:
     event, run_id = harness.submit((EXAMPLES / "small-office.idf").read_bytes(), "energyplus-basic", "office.idf")
-    assert harness.pipeline.handle(event) == "created"
-    assert harness.pipeline.handle(harness.input_event(run_id)) == "launched"
+    assert harness.pipeline.handle(event) == CREATED
+    assert harness.pipeline.handle(harness.input_event(run_id)) == LAUNCHED
 
     attempt = harness.store.attempt(run_id, attempt_id_for(1, 1)).doc
     assert attempt.launcher == "local"
     assert attempt.state in (AttemptState.RUNNING, AttemptState.DISPATCHING)
     assert attempt.execution_name is not None
     assert attempt.execution_name.startswith("local/")
-    assert harness.pipeline.handle(harness.wait_for_output(run_id)) == "applied"
+    assert harness.pipeline.handle(harness.wait_for_output(run_id)) == APPLIED
 
     run = harness.store.run(run_id).doc
     assert run.status == RunStatus.SUCCEEDED
@@ -64,7 +63,7 @@ def test_energyplus_model_simulates_in_a_separate_process(harness: Harness) -> N
     for artifact in step.artifacts:
         assert artifact.uri == prefix + artifact.name
         assert harness.bucket.get_blob(parse_gs_uri(artifact.uri)[1]).size == artifact.size_bytes
-    [warning] = harness.store.findings(run_id, 100)
+    [warning] = harness.reads.findings(run_id, 100)
     assert warning.severity == Severity.WARNING
     assert "Ground Temperatures" in warning.message
 
@@ -74,7 +73,7 @@ def test_energyplus_fatal_error_fails_the_run_with_its_message(harness: Harness)
 
     assert run.status == RunStatus.FAILED
     assert run.error_category == ErrorCategory.VALIDATION_FAILED
-    findings = {f.code: f for f in harness.store.findings(run_id, 100)}
+    findings = {f.code: f for f in harness.reads.findings(run_id, 100)}
     assert 'invalid Construction Name="REINFORCED UNOBTAINIUM"' in findings["energyplus.severe"].message
     assert findings["energyplus.fatal"].message == "GetSurfaceData: Errors discovered, program terminates."
     assert findings["energyplus.fatal"].severity == Severity.ERROR
@@ -85,7 +84,7 @@ def test_python_plugin_model_is_refused_before_energyplus_runs(harness: Harness)
 
     assert run.status == RunStatus.FAILED
     assert run.error_category == ErrorCategory.VALIDATION_FAILED
-    messages = [f.message for f in harness.store.findings(run_id, 100)]
+    messages = [f.message for f in harness.reads.findings(run_id, 100)]
     assert "PythonPlugin:Instance 'Exfiltrate' is not allowed" in " ".join(messages)
     output = output_of(harness, run_id)
     assert output.outputs == {"simulated": False}
@@ -152,7 +151,7 @@ def test_fmu_bound_violation_fails_naming_the_variable(harness: Harness, fmus: d
 
     assert run.status == RunStatus.FAILED
     assert run.error_category == ErrorCategory.VALIDATION_FAILED
-    [finding] = harness.store.findings(run_id, 100)
+    [finding] = harness.reads.findings(run_id, 100)
     assert finding.code == "fmu.above_max"
     assert finding.location.path == "room_temperature"
     assert finding.message.startswith("room_temperature rose to ")
@@ -164,7 +163,7 @@ def test_fmu_unknown_variable_is_a_finding(harness: Harness, fmus: dict[str, Pat
     run_id, run = harness.run_job(fmus["RoomHeater"].read_bytes(), slug, "RoomHeater.fmu")
 
     assert run.status == RunStatus.FAILED
-    [finding] = harness.store.findings(run_id, 100)
+    [finding] = harness.reads.findings(run_id, 100)
     assert finding.message == "input value for 'window_open': the model declares no such variable"
 
 
@@ -195,6 +194,6 @@ def test_malformed_fmu_fails_with_a_clear_error(harness: Harness, data: bytes, c
 
     assert run.status == RunStatus.FAILED
     assert run.error_category == ErrorCategory.VALIDATION_FAILED
-    [finding] = harness.store.findings(run_id, 100)
+    [finding] = harness.reads.findings(run_id, 100)
     assert finding.code == code
     assert message in finding.message

@@ -13,9 +13,9 @@ from google.cloud import pubsub_v1
 
 from deploy.stack import LocalStack
 from events.decode import PUBSUB_PUBLISHED, decode_finalize
+from functions.stage import Handled, Outcome
 from schemas.lifecycle import EVENT_SOURCE
-from tests.integration.conftest import Harness
-from tests.integration.test_redelivery import INVALID
+from tests.support import INVALID, Harness
 
 pytestmark = pytest.mark.integration
 
@@ -111,4 +111,4 @@ def test_storage_notification_from_the_emulator_decodes_to_the_uploaded_object(
     assert (decoded.bucket, decoded.name, decoded.generation) == (settings.bucket, name, blob.generation)
     assert decoded.size == 8
     assert decoded.content_type == "application/json"
-    assert harness.pipeline.handle(decoded) == "ignored"
+    assert harness.pipeline.handle(decoded) == Handled(Outcome.IGNORED)

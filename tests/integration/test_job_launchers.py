@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -12,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from functions.handlers import Pipeline
+from bootstrap import Services
+from functions.pipeline import Pipeline
 from jobs.launchers.base import LauncherBusy
 from jobs.launchers.local import EXECUTION_PREFIX, LocalProcessLauncher, job_environment
 from schemas.documents import StepSpec
 from schemas.enums import AttemptState, ErrorCategory, RunStatus
 from schemas.envelopes import InputEnvelope, OutputEnvelope
 from schemas.paths import attempt_id_for, parse_gs_uri
-from tests.integration.conftest import Harness
+from tests.support import APPLIED, CREATED, LAUNCHED, Harness
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +32,10 @@ def slow_workflow(harness: Harness, timeout_seconds: int = 120) -> str:
 
 
 def with_local_launcher(harness: Harness, **settings: object) -> tuple[Pipeline, LocalProcessLauncher]:
-    tuned = harness.pipeline.settings.model_copy(update=settings)
-    launcher = LocalProcessLauncher(harness.pipeline.objects, tuned)
-    return dataclasses.replace(harness.pipeline, launchers={**harness.pipeline.launchers, "local": launcher}), launcher
+    launchers = Services(harness.settings.model_copy(update=settings)).launchers
+    launcher = launchers["local"]
+    assert isinstance(launcher, LocalProcessLauncher)
+    return harness.rewired(launchers=launchers), launcher
 
 
 def launched_group(harness: Harness, run_id: str) -> int:
@@ -54,8 +55,8 @@ def group_is_gone(pgid: int) -> bool:
 
 def start(harness: Harness, pipeline: Pipeline, data: bytes, workflow: str) -> str:
     event, run_id = harness.submit(data, workflow, "model.fmu")
-    assert pipeline.handle(event) == "created"
-    assert pipeline.handle(harness.input_event(run_id)) == "launched"
+    assert pipeline.handle(event) == CREATED
+    assert pipeline.handle(harness.input_event(run_id)) == LAUNCHED
     return run_id
 
 
@@ -67,7 +68,7 @@ def test_killed_job_fails_the_run_with_a_clear_error_and_leaves_no_process(
     time.sleep(1.5)  # well inside the simulation: the job and its simulation child are both running
 
     os.killpg(pgid, signal.SIGKILL)
-    assert harness.pipeline.handle(harness.wait_for_output(run_id, timeout=30)) == "applied"
+    assert harness.pipeline.handle(harness.wait_for_output(run_id, timeout=30)) == APPLIED
 
     run = harness.store.run(run_id).doc
     assert run.status == RunStatus.FAILED
@@ -85,7 +86,7 @@ def test_hung_job_is_killed_at_its_timeout_and_the_run_times_out(harness: Harnes
     pgid = launched_group(harness, run_id)
     os.killpg(pgid, signal.SIGSTOP)  # frozen: it can no longer enforce its own timeout, only the launcher can
 
-    assert pipeline.handle(harness.wait_for_output(run_id, timeout=30)) == "applied"
+    assert pipeline.handle(harness.wait_for_output(run_id, timeout=30)) == APPLIED
 
     run = harness.store.run(run_id).doc
     assert run.status == RunStatus.TIMED_OUT
@@ -98,7 +99,7 @@ def test_hung_job_is_killed_at_its_timeout_and_the_run_times_out(harness: Harnes
 
 def test_simulation_past_the_step_timeout_is_stopped_by_the_validator(harness: Harness, fmus: dict[str, Path]) -> None:
     run_id = start(harness, harness.pipeline, fmus["SlowRoom"].read_bytes(), slow_workflow(harness, timeout_seconds=8))
-    assert harness.pipeline.handle(harness.wait_for_output(run_id, timeout=30)) == "applied"
+    assert harness.pipeline.handle(harness.wait_for_output(run_id, timeout=30)) == APPLIED
 
     run = harness.store.run(run_id).doc
     assert run.status == RunStatus.TIMED_OUT
@@ -112,15 +113,13 @@ def job_command(harness: Harness, run_id: str) -> tuple[list[str], dict[str, str
     attempt = harness.store.attempt(run_id, attempt_id_for(1, 1)).doc
     _, name = parse_gs_uri(attempt.input_uri)
     envelope = InputEnvelope.model_validate_json(harness.bucket.blob(name).download_as_bytes())
-    env = job_environment(
-        envelope, "validibot-validator-fmu", {**os.environ, **harness.pipeline.settings.as_environment()}
-    )
+    env = job_environment(envelope, "validibot-validator-fmu", {**os.environ, **harness.settings.as_environment()})
     return [sys.executable, "-m", "jobs.run"], env
 
 
 def test_job_started_twice_for_one_attempt_writes_one_output(harness: Harness, fmus: dict[str, Path]) -> None:
     event, run_id = harness.submit(fmus["RoomHeater"].read_bytes(), "fmu-basic", "RoomHeater.fmu")
-    assert harness.pipeline.handle(event) == "created"
+    assert harness.pipeline.handle(event) == CREATED
     argv, env = job_command(harness, run_id)
 
     twins = [subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -133,14 +132,14 @@ def test_job_started_twice_for_one_attempt_writes_one_output(harness: Harness, f
     assert "output.json already exists; nothing computed" in late.stderr
     assert harness.bucket.get_blob(parse_gs_uri(harness.store.attempt(run_id, "01-1").doc.expected_output_uri)[1])\
         .generation == output.generation  # fmt: skip
-    assert harness.pipeline.handle(harness.input_event(run_id)) == "launched"
-    assert harness.pipeline.handle(output) == "applied"
+    assert harness.pipeline.handle(harness.input_event(run_id)) == LAUNCHED
+    assert harness.pipeline.handle(output) == APPLIED
     assert harness.store.run(run_id).doc.status == RunStatus.SUCCEEDED
 
 
 def test_job_refuses_an_output_uri_that_is_not_the_envelopes(harness: Harness, fmus: dict[str, Path]) -> None:
     event, run_id = harness.submit(fmus["RoomHeater"].read_bytes(), "fmu-basic", "RoomHeater.fmu")
-    assert harness.pipeline.handle(event) == "created"
+    assert harness.pipeline.handle(event) == CREATED
     argv, env = job_command(harness, run_id)
     env["VALIDIBOT_OUTPUT_URI"] = env["VALIDIBOT_OUTPUT_URI"].replace("output.json", "elsewhere.json")
 
@@ -153,7 +152,7 @@ def test_job_refuses_an_output_uri_that_is_not_the_envelopes(harness: Harness, f
 
 def test_job_reads_its_envelope_from_a_file_uri(harness: Harness, fmus: dict[str, Path], tmp_path: Path) -> None:
     event, run_id = harness.submit(fmus["RoomHeater"].read_bytes(), "fmu-basic", "RoomHeater.fmu")
-    assert harness.pipeline.handle(event) == "created"
+    assert harness.pipeline.handle(event) == CREATED
     argv, env = job_command(harness, run_id)
     local = tmp_path / "input.json"
     local.write_bytes(harness.bucket.blob(parse_gs_uri(env["VALIDIBOT_INPUT_URI"])[1]).download_as_bytes())
@@ -171,13 +170,13 @@ def test_input_changed_after_the_envelope_was_written_fails_without_validating(
     harness: Harness, fmus: dict[str, Path]
 ) -> None:
     event, run_id = harness.submit(fmus["RoomHeater"].read_bytes(), "fmu-basic", "RoomHeater.fmu")
-    assert harness.pipeline.handle(event) == "created"
+    assert harness.pipeline.handle(event) == CREATED
     submission = harness.store.run(run_id).doc.submission
     # Someone with bucket access replaces the stored submission between scheduling and the job's download.
     harness.bucket.blob(parse_gs_uri(submission.uri)[1]).upload_from_string(b"swapped for something else")
 
-    assert harness.pipeline.handle(harness.input_event(run_id)) == "launched"
-    assert harness.pipeline.handle(harness.wait_for_output(run_id)) == "applied"
+    assert harness.pipeline.handle(harness.input_event(run_id)) == LAUNCHED
+    assert harness.pipeline.handle(harness.wait_for_output(run_id)) == APPLIED
 
     run = harness.store.run(run_id).doc
     assert run.status == RunStatus.FAILED
@@ -199,7 +198,7 @@ def test_input_bytes_that_differ_from_the_envelope_are_refused_before_the_valida
     harness: Harness, fmus: dict[str, Path], tmp_path: Path, promise: str
 ) -> None:
     event, run_id = harness.submit(fmus["RoomHeater"].read_bytes(), "fmu-basic", "RoomHeater.fmu")
-    assert harness.pipeline.handle(event) == "created"
+    assert harness.pipeline.handle(event) == CREATED
     argv, env = job_command(harness, run_id)
     envelope = InputEnvelope.model_validate_json(
         harness.bucket.blob(parse_gs_uri(env["VALIDIBOT_INPUT_URI"])[1]).download_as_bytes()
@@ -232,7 +231,7 @@ def test_full_launcher_answers_busy_and_the_redelivered_event_completes_the_run(
     pipeline, launcher = with_local_launcher(harness, local_max_concurrent_jobs=1)
     blocker = start(harness, pipeline, fmus["SlowRoom"].read_bytes(), slow_workflow(harness))
     event, run_id = harness.submit(fmus["RoomHeater"].read_bytes(), "fmu-basic", "RoomHeater.fmu")
-    assert pipeline.handle(event) == "created"
+    assert pipeline.handle(event) == CREATED
     input_event = harness.input_event(run_id)
 
     with pytest.raises(LauncherBusy, match="1 local jobs are already running"):
@@ -243,8 +242,8 @@ def test_full_launcher_answers_busy_and_the_redelivered_event_completes_the_run(
     deadline = time.monotonic() + 30
     while launcher.running() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert pipeline.handle(input_event) == "launched"  # the platform's redelivery of the same event
-    assert pipeline.handle(harness.wait_for_output(run_id)) == "applied"
+    assert pipeline.handle(input_event) == LAUNCHED  # the platform's redelivery of the same event
+    assert pipeline.handle(harness.wait_for_output(run_id)) == APPLIED
     assert harness.store.run(run_id).doc.status == RunStatus.SUCCEEDED
 
 
@@ -259,7 +258,7 @@ time.sleep(120)
 
 def test_a_local_job_does_not_outlive_the_process_that_started_it(harness: Harness, fmus: dict[str, Path]) -> None:
     event, run_id = harness.submit(fmus["SlowRoom"].read_bytes(), slow_workflow(harness), "model.fmu")
-    assert harness.pipeline.handle(event) == "created"
+    assert harness.pipeline.handle(event) == CREATED
     _, env = job_command(harness, run_id)
     parent = subprocess.Popen([sys.executable, "-c", PARENT], env=env, stdout=subprocess.PIPE, text=True)
     job_group = int(parent.stdout.readline())

@@ -4,39 +4,34 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from google.cloud import firestore
 
-from functions.transitions import plan_ingest
-from schemas.documents import StepSpec
+from functions.ingest.transitions import plan_ingest
+from functions.stage import Handled, Outcome
 from schemas.enums import AttemptState, ReceiptStatus, RunStatus, StepStatus
 from schemas.envelopes import OutputEnvelope
 from schemas.paths import attempt_id_for, parse_object_name
-from store.runs import RunStore
-from tests.integration.conftest import Harness
+from tests.support import APPLIED, CREATED, DUPLICATE, INVALID, INVALID_MESSAGES, LAUNCHED, Harness, json_step
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-VALID = (EXAMPLES / "building-valid.json").read_bytes()
-INVALID = (EXAMPLES / "building-invalid.json").read_bytes()
 DELIVERIES = 5
 
 
-def deliver_concurrently(harness: Harness, event, times: int = DELIVERIES) -> list[str]:
+def deliver_concurrently(harness: Harness, event, times: int = DELIVERIES) -> list[Handled]:
     with ThreadPoolExecutor(max_workers=times) as pool:
         return list(pool.map(lambda _: harness.pipeline.handle(event), range(times)))
 
 
-def runs_from_source(store: RunStore, source: str) -> int:
-    db: firestore.Client = store._db
-    return len(list(db.collection("runs").where(filter=firestore.FieldFilter("source", "==", source)).stream()))
+def runs_from_source(harness: Harness, source: str) -> int:
+    runs = harness.services.firestore_client.collection("runs")
+    return len(list(runs.where(filter=firestore.FieldFilter("source", "==", source)).stream()))
 
 
-def findings_of(store: RunStore, run_id: str) -> list:
-    return store.findings(run_id, limit=1000)
+def findings_of(harness: Harness, run_id: str) -> list:
+    return harness.reads.findings(run_id, limit=1000)
 
 
 def test_same_inbox_notification_five_times_makes_one_run(harness: Harness) -> None:
@@ -44,17 +39,17 @@ def test_same_inbox_notification_five_times_makes_one_run(harness: Harness) -> N
 
     outcomes = deliver_concurrently(harness, event)
 
-    assert outcomes.count("created") == 1
-    assert all(o.startswith("duplicate") for o in outcomes if o != "created")
+    assert outcomes.count(CREATED) == 1
+    assert all(o.outcome.is_duplicate for o in outcomes if o != CREATED)
     source = f"gs://{event.bucket}/{event.name}#{event.generation}"
-    assert runs_from_source(harness.store, source) == 1
+    assert runs_from_source(harness, source) == 1
     attempt = harness.store.attempt(run_id, attempt_id_for(1, 1))
     assert attempt is not None
     assert attempt.doc.state == AttemptState.SCHEDULED
     # Sequential redeliveries after the fact are no-ops too.
     for _ in range(DELIVERIES):
-        assert harness.pipeline.handle(event).startswith("duplicate")
-    assert runs_from_source(harness.store, source) == 1
+        assert harness.pipeline.handle(event).outcome.is_duplicate
+    assert runs_from_source(harness, source) == 1
 
 
 def test_same_input_event_five_times_launches_once(harness: Harness) -> None:
@@ -64,8 +59,8 @@ def test_same_input_event_five_times_launches_once(harness: Harness) -> None:
 
     outcomes = deliver_concurrently(harness, input_event)
 
-    assert outcomes.count("launched") == 1
-    assert outcomes.count("duplicate") == DELIVERIES - 1
+    assert outcomes.count(LAUNCHED) == 1
+    assert outcomes.count(DUPLICATE) == DELIVERIES - 1
     output = harness.output_event(run_id)
     # One output, written once: its first generation is still the only one.
     versions = list(harness.gcs.list_blobs(harness.bucket, prefix=output.name, versions=True))
@@ -85,8 +80,8 @@ def test_same_output_event_five_times_applies_once(harness: Harness) -> None:
     outcomes = deliver_concurrently(harness, output_event)
     outcomes += [harness.pipeline.handle(output_event) for _ in range(DELIVERIES)]
 
-    assert outcomes.count("applied") == 1
-    assert all(o.startswith("duplicate") for o in outcomes if o != "applied")
+    assert outcomes.count(APPLIED) == 1
+    assert all(o.outcome.is_duplicate for o in outcomes if o != APPLIED)
     attempt = harness.store.attempt(run_id, attempt_id_for(1, 1))
     assert attempt is not None
     receipt = harness.store.receipt(attempt.doc.callback_id)
@@ -96,7 +91,7 @@ def test_same_output_event_five_times_applies_once(harness: Harness) -> None:
     assert run is not None
     assert run.doc.status == RunStatus.FAILED
     assert run.doc.counts.ERROR == 4
-    assert len(findings_of(harness.store, run_id)) == 4
+    assert len(findings_of(harness, run_id)) == 4
 
 
 def test_output_before_launch_is_acknowledged_ends_the_same(harness: Harness) -> None:
@@ -106,32 +101,21 @@ def test_output_before_launch_is_acknowledged_ends_the_same(harness: Harness) ->
     event, run_id = harness.submit(INVALID)
     harness.pipeline.handle(event)
     input_event = harness.input_event(run_id)
-    assert harness.pipeline.handle(input_event) == "launched"
-    assert harness.pipeline.handle(harness.output_event(run_id)) == "applied"
-    assert harness.pipeline.handle(input_event) == "duplicate"
-    assert harness.pipeline.handle(event) == "duplicate"
+    assert harness.pipeline.handle(input_event) == LAUNCHED
+    assert harness.pipeline.handle(harness.output_event(run_id)) == APPLIED
+    assert harness.pipeline.handle(input_event) == DUPLICATE
+    assert harness.pipeline.handle(event) == DUPLICATE
 
     run = harness.store.run(run_id)
     assert run is not None
     assert run.doc.status == reference.status == RunStatus.FAILED
     assert run.doc.counts == reference.counts
     assert run.doc.error == reference.error
-    assert [f.message for f in findings_of(harness.store, run_id)] == [
-        "'climate_zone' is a required property",
-        "'42' does not match '^B-[0-9]{4}$'",
-        "-12 is less than or equal to the minimum of 0",
-        "'steam' is not one of ['hvac', 'lighting', 'dhw', 'pv']",
-    ]
+    assert [f.message for f in findings_of(harness, run_id)] == INVALID_MESSAGES
 
 
 def test_two_step_workflow_with_every_event_delivered_twice_in_reverse(harness: Harness) -> None:
-    schema = {"type": "object", "required": ["name"]}
-    slug = harness.add_workflow(
-        [
-            StepSpec(key="first", name="First", validator="json-schema", config={"schema": schema}),
-            StepSpec(key="second", name="Second", validator="json-schema", config={"schema": schema}),
-        ]
-    )
+    slug = harness.add_workflow([json_step("first"), json_step("second")])
     event, run_id = harness.submit(json.dumps({"name": "x"}).encode(), workflow=slug)
     for _ in range(2):
         harness.pipeline.handle(event)
@@ -140,26 +124,21 @@ def test_two_step_workflow_with_every_event_delivered_twice_in_reverse(harness: 
         harness.pipeline.handle(input_event)
         output_event = harness.output_event(run_id, step)
         # The output's event overtakes the redelivered launch event.
-        assert harness.pipeline.handle(output_event) == "applied"
-        assert harness.pipeline.handle(input_event) == "duplicate"
-        assert harness.pipeline.handle(output_event) == "duplicate"
+        assert harness.pipeline.handle(output_event) == APPLIED
+        assert harness.pipeline.handle(input_event) == DUPLICATE
+        assert harness.pipeline.handle(output_event) == DUPLICATE
 
     run = harness.store.run(run_id)
     assert run is not None
     assert run.doc.status == RunStatus.SUCCEEDED
     assert run.doc.error_category is None
-    assert [s.status for s in harness.store.steps(run_id)] == [StepStatus.PASSED, StepStatus.PASSED]
+    assert [s.status for s in harness.reads.steps(run_id)] == [StepStatus.PASSED, StepStatus.PASSED]
 
 
 def test_crash_after_ingest_commit_is_repaired_by_redelivery(harness: Harness) -> None:
     """The commit landed (receipt PROCESSING) but the process died before writing the next input.json."""
     schema = {"type": "object"}
-    slug = harness.add_workflow(
-        [
-            StepSpec(key="one", name="One", validator="json-schema", config={"schema": schema}),
-            StepSpec(key="two", name="Two", validator="json-schema", config={"schema": schema}),
-        ]
-    )
+    slug = harness.add_workflow([json_step("one", schema), json_step("two", schema)])
     event, run_id = harness.submit(b"{}", workflow=slug)
     harness.pipeline.handle(event)
     harness.pipeline.handle(harness.input_event(run_id))
@@ -170,20 +149,20 @@ def test_crash_after_ingest_commit_is_repaired_by_redelivery(harness: Harness) -
         output_event,
         path,
         output,
-        harness.store.run(run_id),
-        harness.store.attempt(run_id, path.attempt_id),
-        "a-fresh-callback-id-for-step-two",
-        harness.pipeline.settings,
-        harness.pipeline.clock(),
+        run=harness.store.run(run_id),
+        attempt=harness.store.attempt(run_id, path.attempt_id),
+        next_callback_id="a-fresh-callback-id-for-step-two",
+        settings=harness.settings,
+        now=harness.pipeline.context.clock(),
     )
     harness.store.commit(plan.writes)  # ... and then the crash: no effects performed
-    assert harness.bucket.get_blob(plan.objects[0].uri.split("/", 3)[3]) is None
+    assert harness.bucket.get_blob(plan.effects.objects[0].uri.split("/", 3)[3]) is None
 
-    assert harness.pipeline.handle(output_event) == "duplicate (effects replayed)"
+    assert harness.pipeline.handle(output_event) == Handled(Outcome.EFFECTS_REPLAYED)
 
     assert harness.store.receipt(output.callback_id).status == ReceiptStatus.COMPLETED
-    assert harness.pipeline.handle(harness.input_event(run_id, 2)) == "launched"
-    assert harness.pipeline.handle(harness.output_event(run_id, 2)) == "applied"
+    assert harness.pipeline.handle(harness.input_event(run_id, 2)) == LAUNCHED
+    assert harness.pipeline.handle(harness.output_event(run_id, 2)) == APPLIED
     run = harness.store.run(run_id)
     assert run is not None
     assert run.doc.status == RunStatus.SUCCEEDED

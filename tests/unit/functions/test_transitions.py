@@ -6,17 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from functions.transitions import (
-    Plan,
-    intake_problem,
-    plan_dispatched,
-    plan_ingest,
-    plan_intake,
-    plan_launch,
-    plan_launch_refused,
-    rejected_receipt_id,
-)
-from schemas.changes import attempt_path, receipt_path, run_path, step_path
+from functions.common import Plan
+from functions.ingest.transitions import plan_ingest, rejected_receipt_id
+from functions.intake.transitions import intake_problem, plan_intake
+from functions.launch.transitions import plan_dispatched, plan_launch, plan_launch_refused, plan_release
+from schemas.changes import Versioned, attempt_path, receipt_path, run_path, step_path
 from schemas.documents import AttemptDoc, OrgDoc, RunDoc, StepDoc, StepSpec, Submission, WorkflowDoc, WorkflowLimits
 from schemas.enums import (
     AttemptState,
@@ -31,7 +25,6 @@ from schemas.envelopes import TIMEOUT_CODE, InputEnvelope, Message, OutputEnvelo
 from schemas.objects import ObjectFinalized
 from schemas.paths import InboxPath, parse_object_name, run_id_for
 from schemas.settings import Settings
-from store.runs import Versioned
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SETTINGS = Settings(bucket="bkt", max_findings_per_step=3, dispatch_lease_seconds=60)
@@ -59,7 +52,35 @@ SUBMISSION = Submission(
 
 
 def intake(wf: WorkflowDoc) -> Plan:
-    return plan_intake(RUN_ID, inbox_event(), PATH, ORG, wf, SUBMISSION, None, "cb-1", SETTINGS, NOW)
+    return intake_with(wf, SETTINGS)
+
+
+def intake_with(wf: WorkflowDoc, settings: Settings) -> Plan:
+    return plan_intake(
+        RUN_ID,
+        inbox_event(),
+        PATH,
+        org=ORG,
+        workflow=wf,
+        submission=SUBMISSION,
+        problem=None,
+        callback_id="cb-1",
+        settings=settings,
+        now=NOW,
+    )
+
+
+def launch(run: RunDoc, attempt: AttemptDoc, *, problem: str | None = None, now: datetime = NOW, settings=SETTINGS):
+    return plan_launch(
+        RUN_ID,
+        "01-1",
+        run=versioned(run),
+        attempt=versioned(attempt),
+        input_generation=11,
+        input_problem=problem,
+        settings=settings,
+        now=now,
+    )
 
 
 def written(plan: Plan, path: tuple[str, ...]):
@@ -74,7 +95,7 @@ def versioned(doc):
 def launched(wf: WorkflowDoc) -> tuple[RunDoc, AttemptDoc]:
     plan = intake(wf)
     run, attempt = written(plan, run_path(RUN_ID)).doc, written(plan, attempt_path(RUN_ID, "01-1")).doc
-    claim = plan_launch(RUN_ID, versioned(run), "01-1", versioned(attempt), 11, None, SETTINGS, NOW)
+    claim = launch(run, attempt)
     return written(claim, run_path(RUN_ID)).doc, written(claim, attempt_path(RUN_ID, "01-1")).doc
 
 
@@ -101,7 +122,14 @@ def output_event(attempt: AttemptDoc) -> ObjectFinalized:
 def ingest(run: RunDoc, attempt: AttemptDoc, output: OutputEnvelope, event: ObjectFinalized | None = None) -> Plan:
     event = event or output_event(attempt)
     return plan_ingest(
-        event, parse_object_name(event.name), output, versioned(run), versioned(attempt), "cb-next", SETTINGS, NOW
+        event,
+        parse_object_name(event.name),
+        output,
+        run=versioned(run),
+        attempt=versioned(attempt),
+        next_callback_id="cb-next",
+        settings=SETTINGS,
+        now=NOW,
     )
 
 
@@ -127,30 +155,41 @@ def test_intake_creates_run_steps_and_first_attempt_whose_input_hash_is_recorded
     attempt = written(plan, attempt_path(RUN_ID, "01-1")).doc
     assert attempt.state == AttemptState.SCHEDULED
     assert attempt.expected_output_uri == f"gs://bkt/runs/demo/{RUN_ID}/steps/01-one/01-1/output.json"
-    [input_json] = plan.objects
+    [input_json] = plan.effects.objects
     assert input_json.uri == attempt.input_uri
     assert sha256_hex(input_json.data) == attempt.input_sha256
     envelope = InputEnvelope.model_validate_json(input_json.data)
     assert envelope.context.callback_id == "cb-1"
     assert envelope.input_files[0].generation == 3
     assert envelope.inputs == {"schema": SCHEMA}
-    assert [e.type for e in plan.events] == [LifecycleType.RUN_CREATED]
+    assert [e.type for e in plan.effects.events] == [LifecycleType.RUN_CREATED]
     assert [written(plan, step_path(RUN_ID, n)).doc.attempt_id for n in (1, 2)] == ["01-1", None]
 
 
 def test_intake_input_envelope_is_deterministic() -> None:
-    assert intake(workflow("one")).objects == intake(workflow("one")).objects
+    assert intake(workflow("one")).effects == intake(workflow("one")).effects
 
 
 def test_refused_submission_is_one_failed_run_and_two_events() -> None:
     problem = intake_problem(
         PATH,
         inbox_event(size=101),
-        ORG,
-        workflow("one").model_copy(update={"limits": WorkflowLimits(max_submission_bytes=100)}),
-        SETTINGS,
+        org=ORG,
+        workflow=workflow("one").model_copy(update={"limits": WorkflowLimits(max_submission_bytes=100)}),
+        settings=SETTINGS,
     )
-    plan = plan_intake(RUN_ID, inbox_event(101), PATH, ORG, None, None, problem, "cb", SETTINGS, NOW)
+    plan = plan_intake(
+        RUN_ID,
+        inbox_event(101),
+        PATH,
+        org=ORG,
+        workflow=None,
+        submission=None,
+        problem=problem,
+        callback_id="cb",
+        settings=SETTINGS,
+        now=NOW,
+    )
 
     [write] = plan.writes
     assert write.mode == "create"
@@ -158,26 +197,30 @@ def test_refused_submission_is_one_failed_run_and_two_events() -> None:
     assert write.doc.error_category == ErrorCategory.VALIDATION_FAILED
     assert write.doc.error == "the file is 101 bytes; the limit is 100 bytes (VALIDIBOT_MAX_SUBMISSION_BYTES)"
     assert write.doc.duration_ms == 0
-    assert [e.type for e in plan.events] == [LifecycleType.RUN_CREATED, LifecycleType.RUN_COMPLETED]
-    assert plan.objects == []
+    assert [e.type for e in plan.effects.events] == [LifecycleType.RUN_CREATED, LifecycleType.RUN_COMPLETED]
+    assert plan.effects.objects == []
 
 
 def test_misconfigured_workflow_is_a_system_error() -> None:
     bad = workflow("one").model_copy(update={"steps": [StepSpec(key="x", name="X", validator="nope")]})
-    problem = intake_problem(PATH, inbox_event(), ORG, bad, SETTINGS)
+    problem = intake_problem(PATH, inbox_event(), org=ORG, workflow=bad, settings=SETTINGS)
     assert problem.category == ErrorCategory.SYSTEM_ERROR
     assert "unknown validator 'nope'" in problem.message
 
     broken_schema = StepSpec(key="x", name="X", validator="json-schema", config={"schema": {"type": 12}})
     problem = intake_problem(
-        PATH, inbox_event(), ORG, workflow("one").model_copy(update={"steps": [broken_schema]}), SETTINGS
+        PATH,
+        inbox_event(),
+        org=ORG,
+        workflow=workflow("one").model_copy(update={"steps": [broken_schema]}),
+        settings=SETTINGS,
     )
     assert problem.category == ErrorCategory.SYSTEM_ERROR
     assert "not a valid JSON Schema" in problem.message
 
 
 def test_acceptable_submission_has_no_problem() -> None:
-    assert intake_problem(PATH, inbox_event(), ORG, workflow("one"), SETTINGS) is None
+    assert intake_problem(PATH, inbox_event(), org=ORG, workflow=workflow("one"), settings=SETTINGS) is None
 
 
 # -- LAUNCH ------------------------------------------------------------------------------------------------
@@ -187,7 +230,7 @@ def test_launch_claims_a_scheduled_attempt_once() -> None:
     plan = intake(workflow("one"))
     run, attempt = written(plan, run_path(RUN_ID)).doc, written(plan, attempt_path(RUN_ID, "01-1")).doc
 
-    claim = plan_launch(RUN_ID, versioned(run), "01-1", versioned(attempt), 11, None, SETTINGS, NOW)
+    claim = launch(run, attempt)
 
     claimed = written(claim, attempt_path(RUN_ID, "01-1"))
     assert claimed.mode == "replace"
@@ -197,25 +240,26 @@ def test_launch_claims_a_scheduled_attempt_once() -> None:
     assert claimed.doc.timeout_at == NOW + timedelta(seconds=SETTINGS.step_timeout_seconds)
     assert written(claim, run_path(RUN_ID)).doc.status == RunStatus.RUNNING
     assert written(claim, step_path(RUN_ID, 1)).doc.status == StepStatus.RUNNING
-    assert [e.type for e in claim.events] == [LifecycleType.STEP_STARTED]
-    assert plan_launch(RUN_ID, versioned(run), "01-1", versioned(claimed.doc), 11, None, SETTINGS, NOW) is None
+    assert [e.type for e in claim.effects.events] == [LifecycleType.STEP_STARTED]
+    assert claim.claimed == claimed.doc
+    assert launch(run, claimed.doc) is None
 
 
 def test_a_dispatching_claim_is_taken_over_only_after_its_lease() -> None:
     run, attempt = launched(workflow("one"))
     within = NOW + timedelta(seconds=59)
     after = NOW + timedelta(seconds=60)
-    assert plan_launch(RUN_ID, versioned(run), "01-1", versioned(attempt), 11, None, SETTINGS, within) is None
-    assert plan_launch(RUN_ID, versioned(run), "01-1", versioned(attempt), 11, None, SETTINGS, after) is not None
+    assert launch(run, attempt, now=within) is None
+    assert launch(run, attempt, now=after) is not None
     with_job = attempt.model_copy(update={"execution_name": "executions/e1"})
-    assert plan_launch(RUN_ID, versioned(run), "01-1", versioned(with_job), 11, None, SETTINGS, after) is None
+    assert launch(run, with_job, now=after) is None
 
 
 def test_bad_input_json_fails_the_run_and_skips_what_is_left() -> None:
     plan = intake(workflow("one", "two", fail_policy="continue"))
     run, attempt = written(plan, run_path(RUN_ID)).doc, written(plan, attempt_path(RUN_ID, "01-1")).doc
 
-    failed = plan_launch(RUN_ID, versioned(run), "01-1", versioned(attempt), 11, "tampered", SETTINGS, NOW)
+    failed = launch(run, attempt, problem="tampered")
 
     new_run = written(failed, run_path(RUN_ID)).doc
     assert new_run.status == RunStatus.FAILED
@@ -223,14 +267,14 @@ def test_bad_input_json_fails_the_run_and_skips_what_is_left() -> None:
     assert new_run.error == "step 1 'One': tampered"
     assert written(failed, attempt_path(RUN_ID, "01-1")).doc.state == AttemptState.FAILED
     assert written(failed, step_path(RUN_ID, 2)).doc.status == StepStatus.SKIPPED
-    assert [e.type for e in failed.events] == [LifecycleType.STEP_COMPLETED, LifecycleType.RUN_COMPLETED]
+    assert [e.type for e in failed.effects.events] == [LifecycleType.STEP_COMPLETED, LifecycleType.RUN_COMPLETED]
 
 
 def test_launch_of_a_finished_run_does_nothing() -> None:
     plan = intake(workflow("one"))
     run, attempt = written(plan, run_path(RUN_ID)).doc, written(plan, attempt_path(RUN_ID, "01-1")).doc
     canceled = run.model_copy(update={"status": RunStatus.CANCELED})
-    assert plan_launch(RUN_ID, versioned(canceled), "01-1", versioned(attempt), 11, None, SETTINGS, NOW) is None
+    assert launch(canceled, attempt) is None
 
 
 # -- INGEST ------------------------------------------------------------------------------------------------
@@ -253,8 +297,8 @@ def test_applied_output_caps_stored_findings_but_counts_them_all() -> None:
     assert new_run.error_category == ErrorCategory.VALIDATION_FAILED
     assert new_run.error == "step 1 'One' failed validation with 5 errors"
     assert new_run.duration_ms == 0
-    assert [e.type for e in plan.events] == [LifecycleType.STEP_COMPLETED, LifecycleType.RUN_COMPLETED]
-    assert plan.receipt_to_complete[0] == attempt.callback_id
+    assert [e.type for e in plan.effects.events] == [LifecycleType.STEP_COMPLETED, LifecycleType.RUN_COMPLETED]
+    assert plan.pending_receipt.callback_id == attempt.callback_id
 
 
 def test_passing_step_schedules_the_next_with_a_fresh_callback_id() -> None:
@@ -266,11 +310,11 @@ def test_passing_step_schedules_the_next_with_a_fresh_callback_id() -> None:
     assert next_attempt.mode == "create"
     assert next_attempt.doc.callback_id == "cb-next"
     assert next_attempt.doc.step_key == "two"
-    [input_json] = plan.objects
+    [input_json] = plan.effects.objects
     assert sha256_hex(input_json.data) == next_attempt.doc.input_sha256
     new_run = written(plan, run_path(RUN_ID)).doc
     assert (new_run.status, new_run.current_step, new_run.ended_at) == (RunStatus.RUNNING, 2, None)
-    assert [e.type for e in plan.events] == [LifecycleType.STEP_COMPLETED]
+    assert [e.type for e in plan.effects.events] == [LifecycleType.STEP_COMPLETED]
 
 
 def test_continue_policy_runs_every_step_and_fails_at_the_end() -> None:
@@ -301,7 +345,7 @@ def test_stop_policy_skips_the_remaining_steps() -> None:
     assert written(plan, run_path(RUN_ID)).doc.error_category == ErrorCategory.RUNTIME_ERROR
     assert written(plan, attempt_path(RUN_ID, "01-1")).doc.state == AttemptState.FAILED
     assert [written(plan, step_path(RUN_ID, n)).doc.status for n in (2, 3)] == [StepStatus.SKIPPED] * 2
-    assert plan.objects == []
+    assert plan.effects.objects == []
 
 
 def test_cancelled_output_cancels_the_run_whatever_the_policy() -> None:
@@ -329,8 +373,9 @@ def test_mismatched_output_is_rejected_under_its_own_object_id(change: dict, rea
     assert write.path == receipt_path(rejected_receipt_id(event))
     assert write.doc.status == ReceiptStatus.REJECTED
     assert write.doc.reason == reason
-    assert plan.events == []
-    assert plan.receipt_to_complete is None
+    assert plan.effects.events == []
+    assert plan.pending_receipt is None
+    assert plan.rejection == write.doc
 
 
 def test_output_for_an_attempt_no_longer_current_is_recorded_as_late() -> None:
@@ -343,15 +388,14 @@ def test_output_for_an_attempt_no_longer_current_is_recorded_as_late() -> None:
     assert write.path == receipt_path(attempt.callback_id)
     assert write.doc.status == ReceiptStatus.REJECTED
     assert write.doc.reason.startswith("late: ")
-    assert plan.receipt_to_complete is None
+    assert plan.pending_receipt is None
+    assert plan.rejection == write.doc
 
 
 def test_a_failed_launch_releases_only_its_own_claim() -> None:
-    from functions.transitions import plan_release
-
     _, claimed = launched(workflow("one"))
 
-    release = plan_release(RUN_ID, "01-1", versioned(claimed), claimed)
+    release = plan_release(RUN_ID, "01-1", current=versioned(claimed), claimed=claimed)
     [write] = release.writes
     assert (write.mode, write.read_at) == ("replace", NOW)
     assert write.doc.state == AttemptState.SCHEDULED
@@ -359,9 +403,9 @@ def test_a_failed_launch_releases_only_its_own_claim() -> None:
     assert write.doc.callback_id == claimed.callback_id
 
     reclaimed = claimed.model_copy(update={"dispatched_at": NOW + timedelta(minutes=20)})
-    assert plan_release(RUN_ID, "01-1", versioned(reclaimed), claimed) is None
+    assert plan_release(RUN_ID, "01-1", current=versioned(reclaimed), claimed=claimed) is None
     completed = claimed.model_copy(update={"state": AttemptState.COMPLETED})
-    assert plan_release(RUN_ID, "01-1", versioned(completed), claimed) is None
+    assert plan_release(RUN_ID, "01-1", current=versioned(completed), claimed=claimed) is None
 
 
 def test_a_timed_out_output_ends_the_attempt_and_the_run_timed_out() -> None:
@@ -386,16 +430,18 @@ def test_a_job_launch_uses_the_configured_job_launcher_and_is_recorded() -> None
                                                                        "output_variables": ["x"]})  # fmt: skip
     wf = WorkflowDoc(org="demo", slug="wf", name="WF", steps=[step])
     cloud = SETTINGS.model_copy(update={"job_launcher": "cloudrun"})
-    plan = plan_intake(RUN_ID, inbox_event(), PATH, ORG, wf, SUBMISSION, None, "cb-1", cloud, NOW)
+    plan = intake_with(wf, cloud)
     run, attempt = written(plan, run_path(RUN_ID)).doc, written(plan, attempt_path(RUN_ID, "01-1")).doc
     assert attempt.launcher == "cloudrun"
-    claimed = written(
-        plan_launch(RUN_ID, versioned(run), "01-1", versioned(attempt), 11, None, cloud, NOW),
-        attempt_path(RUN_ID, "01-1"),
-    ).doc
+    claimed = written(launch(run, attempt, settings=cloud), attempt_path(RUN_ID, "01-1")).doc
 
     recorded = plan_dispatched(
-        RUN_ID, "01-1", versioned(claimed), claimed, "projects/p/executions/e1", JobStatus.PENDING
+        RUN_ID,
+        "01-1",
+        current=versioned(claimed),
+        claimed=claimed,
+        execution_name="projects/p/executions/e1",
+        job_status=JobStatus.PENDING,
     )
 
     [write] = recorded.writes
@@ -403,13 +449,24 @@ def test_a_job_launch_uses_the_configured_job_launcher_and_is_recorded() -> None
         AttemptState.RUNNING, "projects/p/executions/e1", JobStatus.PENDING
     )  # fmt: skip
     done = claimed.model_copy(update={"state": AttemptState.COMPLETED})
-    assert plan_dispatched(RUN_ID, "01-1", versioned(done), claimed, "e1", None) is None
+    assert (
+        plan_dispatched(RUN_ID, "01-1", current=versioned(done), claimed=claimed, execution_name="e1", job_status=None)
+        is None
+    )
 
 
 def test_a_refused_launch_fails_the_step_as_a_system_error() -> None:
     run, claimed = launched(workflow("one", "two"))
 
-    plan = plan_launch_refused(RUN_ID, versioned(run), "01-1", versioned(claimed), claimed, "job not deployed", NOW)
+    plan = plan_launch_refused(
+        RUN_ID,
+        "01-1",
+        run=versioned(run),
+        current=versioned(claimed),
+        claimed=claimed,
+        reason="job not deployed",
+        now=NOW,
+    )
 
     new_run = written(plan, run_path(RUN_ID)).doc
     assert (new_run.status, new_run.error_category) == (RunStatus.FAILED, ErrorCategory.SYSTEM_ERROR)
@@ -417,4 +474,7 @@ def test_a_refused_launch_fails_the_step_as_a_system_error() -> None:
     assert written(plan, attempt_path(RUN_ID, "01-1")).doc.state == AttemptState.FAILED
     assert written(plan, step_path(RUN_ID, 2)).doc.status == StepStatus.SKIPPED
     moved_on = claimed.model_copy(update={"state": AttemptState.COMPLETED})
-    assert plan_launch_refused(RUN_ID, versioned(run), "01-1", versioned(moved_on), claimed, "x", NOW) is None
+    refused_again = plan_launch_refused(
+        RUN_ID, "01-1", run=versioned(run), current=versioned(moved_on), claimed=claimed, reason="x", now=NOW
+    )
+    assert refused_again is None

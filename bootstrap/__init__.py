@@ -1,0 +1,151 @@
+"""The one wiring place: settings, Google Cloud clients, the ports' adapters, the launchers and the pipeline.
+
+Every process builds what it needs here and nowhere else: the functions entry point (`functions/main.py`), the web
+(`web/wsgi.py`), the CLI and the local stack (`deploy/`), and the validator job (`jobs/run.py`). Clients find the
+emulators through the standard variables (STORAGE_EMULATOR_HOST, FIRESTORE_EMULATOR_HOST, PUBSUB_EMULATOR_HOST).
+
+Each part is made on first use and kept: a process pays only for the clients it touches (a validator job uses
+Cloud Storage alone, and every 100 ms of its start-up is paid on every run), which is also why the adapter modules
+are imported where they are first needed rather than at the top.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from events.ports import Publisher
+from schemas.settings import Settings
+from store.ports import ObjectStore, RunReads, RunStore
+
+if TYPE_CHECKING:
+    from google.cloud import firestore, pubsub_v1, run_v2, storage
+
+    from functions.pipeline import Pipeline
+    from jobs.launchers.base import Launcher
+
+
+@dataclass
+class Services:
+    settings: Settings
+
+    @classmethod
+    def from_environment(cls) -> Services:
+        return cls(Settings())
+
+    # -- Google Cloud clients ------------------------------------------------------------------------------
+
+    @cached_property
+    def storage_client(self) -> storage.Client:
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        if os.environ.get("STORAGE_EMULATOR_HOST"):
+            return storage.Client(project=self.settings.project, credentials=AnonymousCredentials())
+        return storage.Client(project=self.settings.project)
+
+    @cached_property
+    def firestore_client(self) -> firestore.Client:
+        from google.cloud import firestore
+
+        # FIRESTORE_EMULATOR_HOST, when set, is honoured by the client itself.
+        return firestore.Client(project=self.settings.project)
+
+    @cached_property
+    def publisher_client(self) -> pubsub_v1.PublisherClient:
+        """For administering topics (provisioning); lifecycle events use `publisher`, whose client is tuned."""
+        from google.cloud import pubsub_v1
+
+        return pubsub_v1.PublisherClient()
+
+    @cached_property
+    def lifecycle_publisher_client(self) -> pubsub_v1.PublisherClient:
+        """Lifecycle events are ordered per run, and each is one small message: sent at once, not batched."""
+        from google.cloud import pubsub_v1
+        from google.cloud.pubsub_v1.types import BatchSettings, PublisherOptions
+
+        return pubsub_v1.PublisherClient(
+            batch_settings=BatchSettings(max_latency=0.001),
+            publisher_options=PublisherOptions(enable_message_ordering=True),
+        )
+
+    @cached_property
+    def subscriber_client(self) -> pubsub_v1.SubscriberClient:
+        from google.cloud import pubsub_v1
+
+        return pubsub_v1.SubscriberClient()
+
+    @cached_property
+    def run_jobs_client(self) -> run_v2.JobsClient:
+        from google.api_core.client_options import ClientOptions
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import run_v2
+
+        if self.settings.cloudrun_api_endpoint:
+            # A local stand-in for the Jobs API (tests): plain HTTP, REST transport, no credentials to find.
+            return run_v2.JobsClient(
+                transport="rest",
+                client_options=ClientOptions(api_endpoint=self.settings.cloudrun_api_endpoint),
+                credentials=AnonymousCredentials(),
+            )
+        return run_v2.JobsClient()
+
+    # -- The ports' adapters -------------------------------------------------------------------------------
+
+    @cached_property
+    def run_store(self) -> RunStore:
+        from store.runs import FirestoreRunStore
+
+        return FirestoreRunStore(self.firestore_client)
+
+    @cached_property
+    def run_reads(self) -> RunReads:
+        from store.reads import FirestoreRunReads
+
+        return FirestoreRunReads(self.firestore_client)
+
+    @cached_property
+    def objects(self) -> ObjectStore:
+        from store.objects import GcsObjectStore
+
+        return GcsObjectStore(self.storage_client)
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        from events.publish import PubSubPublisher
+
+        return PubSubPublisher(self.lifecycle_publisher_client, self.settings.project, self.settings.run_events_topic)
+
+    @cached_property
+    def launchers(self) -> dict[str, Launcher]:
+        """Inline always; job validators go to the one job launcher this deployment is configured for."""
+        from jobs.launchers.inline import InlineLauncher
+
+        launchers: dict[str, Launcher] = {"inline": InlineLauncher(self.objects, self.settings)}
+        if self.settings.job_launcher == "cloudrun":
+            from jobs.launchers.cloudrun import CloudRunLauncher
+
+            launchers["cloudrun"] = CloudRunLauncher(self.settings, self.run_jobs_client)
+        else:
+            from jobs.launchers.local import LocalProcessLauncher
+
+            launchers["local"] = LocalProcessLauncher(self.objects, self.settings)
+        return launchers
+
+    # -- The pipeline --------------------------------------------------------------------------------------
+
+    @cached_property
+    def pipeline(self) -> Pipeline:
+        from functions.pipeline import Pipeline
+        from functions.stage import StageContext
+
+        context = StageContext(
+            settings=self.settings,
+            store=self.run_store,
+            objects=self.objects,
+            publisher=self.publisher,
+            launchers=self.launchers,
+        )
+        return Pipeline.wired(context)

@@ -1,0 +1,1 @@
+"""The INGEST stage: its pure transitions and its handler."""

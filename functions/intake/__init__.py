@@ -1,0 +1,1 @@
+"""The INTAKE stage: its pure transitions and its handler."""

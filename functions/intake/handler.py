@@ -1,0 +1,103 @@
+"""INTAKE: an upload under inbox/ becomes a run (or a refused run saying why), its submission copied and pinned."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from functions.common import Problem
+from functions.intake.transitions import intake_problem, intake_replay, plan_intake, submission_limit
+from functions.stage import Handled, Outcome, StageContext
+from schemas.documents import RunDoc, Submission
+from schemas.enums import ErrorCategory, RunStatus
+from schemas.objects import ObjectFinalized
+from schemas.paths import InboxPath, attempt_id_for, gs_uri, is_slug, run_id_for, submission_object
+from store.ports import Conflict, ObjectConflict, ObjectMissing, ObjectTooLarge
+
+
+@dataclass(frozen=True)
+class IntakeStage:
+    context: StageContext
+
+    def handle(self, event: ObjectFinalized, path: InboxPath) -> Handled:
+        ctx = self.context
+        run_id = run_id_for(event.bucket, event.name, event.generation)
+        existing = ctx.store.run(run_id)
+        if existing is not None:
+            return self._replay(run_id, existing.doc)
+        org = ctx.store.org(path.org) if is_slug(path.org) else None
+        workflow = ctx.store.workflow(path.org, path.workflow) if org and is_slug(path.workflow) else None
+        problem = intake_problem(path, event, org=org, workflow=workflow, settings=ctx.settings)
+        submission = None
+        if problem is None and workflow is not None:
+            limit = submission_limit(workflow, ctx.settings)
+            submission, problem = self._store_submission(run_id, event, path, limit)
+        plan = plan_intake(
+            run_id,
+            event,
+            path,
+            org=org,
+            workflow=workflow,
+            submission=submission,
+            problem=problem,
+            callback_id=ctx.new_callback_id(),
+            settings=ctx.settings,
+            now=ctx.clock(),
+        )
+        try:
+            ctx.store.commit(plan.writes)
+        except Conflict:
+            existing = ctx.store.run(run_id)
+            assert existing is not None, "a run create can only conflict with an existing run"
+            return self._replay(run_id, existing.doc)
+        ctx.perform(plan.effects)
+        return Handled(Outcome.REFUSED if problem else Outcome.CREATED)
+
+    def _replay(self, run_id: str, run: RunDoc) -> Handled:
+        # Once LAUNCH has claimed the first attempt, intake's effects are known to be done.
+        if run.status != RunStatus.PENDING and run.workflow is not None:
+            return Handled(Outcome.DUPLICATE)
+        first = self.context.store.attempt(run_id, attempt_id_for(1, 1))
+        self.context.perform(intake_replay(run_id, run, first.doc if first else None))
+        return Handled(Outcome.EFFECTS_REPLAYED)
+
+    def _store_submission(
+        self, run_id: str, event: ObjectFinalized, path: InboxPath, limit: int
+    ) -> tuple[Submission | None, Problem | None]:
+        """Copy the uploaded version into the run's folder, hashing it on the way."""
+        objects = self.context.objects
+        uri = gs_uri(event.bucket, submission_object(path.org, run_id, path.filename))
+        with tempfile.TemporaryDirectory(prefix="validibot-intake-") as scratch:
+            local = Path(scratch) / "submission"
+            try:
+                size, sha256 = objects.download_hashed(
+                    gs_uri(event.bucket, event.name), event.generation, local, max_bytes=limit
+                )
+            except ObjectTooLarge:
+                return None, Problem(
+                    ErrorCategory.VALIDATION_FAILED,
+                    f"the file is larger than the limit of {limit} bytes (VALIDIBOT_MAX_SUBMISSION_BYTES)",
+                )
+            except ObjectMissing:
+                return None, Problem(
+                    ErrorCategory.VALIDATION_FAILED, "the uploaded file was replaced or deleted before it was read"
+                )
+            try:
+                stored = objects.write_new_file(uri, local, event.content_type, sha256)
+            except ObjectConflict:
+                found = objects.stat(uri)
+                if found is None or found.sha256 != sha256:
+                    return None, Problem(ErrorCategory.SYSTEM_ERROR, f"{uri} exists with other contents")
+                stored = found
+        return (
+            Submission(
+                name=path.filename,
+                uri=uri,
+                generation=stored.generation,
+                size_bytes=size,
+                sha256=sha256,
+                content_type=event.content_type,
+            ),
+            None,
+        )

@@ -1,0 +1,1 @@
+"""The LAUNCH stage: its pure transitions and its handler."""

@@ -1,0 +1,145 @@
+"""LAUNCH: an input.json finalized → claim its attempt once, then run the validator inline or start its job."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from functions.common import Plan
+from functions.launch.transitions import plan_dispatched, plan_launch, plan_launch_refused, plan_release
+from functions.stage import MAX_COMMIT_TRIES, Handled, Outcome, StageContext, short
+from jobs.launchers.base import LauncherBusy, LaunchRefused, LaunchResult
+from schemas.documents import AttemptDoc
+from schemas.envelopes import InputEnvelope, sha256_hex
+from schemas.objects import ObjectFinalized
+from schemas.paths import StepObjectPath, gs_uri
+from store.ports import Conflict, ObjectMissing, ObjectTooLarge
+
+log = logging.getLogger("validibot.pipeline")
+
+
+@dataclass(frozen=True)
+class LaunchStage:
+    context: StageContext
+
+    def handle(self, event: ObjectFinalized, path: StepObjectPath) -> Handled:
+        ctx = self.context
+        for _ in range(MAX_COMMIT_TRIES):
+            run = ctx.store.run(path.run_id)
+            attempt = ctx.store.attempt(path.run_id, path.attempt_id)
+            if run is None or attempt is None or run.doc.workflow is None:
+                log.warning("input.json for unknown attempt %s/%s: ignored", path.run_id, path.attempt_id)
+                return Handled(Outcome.UNKNOWN_ATTEMPT)
+            if gs_uri(event.bucket, event.name) != attempt.doc.input_uri:
+                log.warning("%s is not the input_uri of attempt %s: ignored", event.name, path.attempt_id)
+                return Handled(Outcome.IGNORED, "not the attempt's input_uri")
+            envelope, problem = self._read_input(event, attempt.doc.input_sha256)
+            plan = plan_launch(
+                path.run_id,
+                path.attempt_id,
+                run=run,
+                attempt=attempt,
+                input_generation=event.generation,
+                input_problem=problem,
+                settings=ctx.settings,
+                now=ctx.clock(),
+            )
+            if plan is None:
+                return Handled(Outcome.DUPLICATE)
+            try:
+                ctx.store.commit(plan.writes)
+            except Conflict:
+                continue
+            ctx.perform(plan.effects)
+            if envelope is None or plan.claimed is None:
+                return Handled(Outcome.FAILED, problem)
+            return self._start(event, path, plan.claimed, envelope)
+        raise RuntimeError(f"attempt {path.run_id}/{path.attempt_id} kept changing while being claimed")
+
+    def _read_input(self, event: ObjectFinalized, expected_sha256: str) -> tuple[InputEnvelope | None, str | None]:
+        settings = self.context.settings
+        try:
+            data = self.context.objects.read_bytes(
+                gs_uri(event.bucket, event.name), event.generation, settings.max_envelope_bytes
+            )
+        except ObjectMissing:
+            return None, "input.json was deleted or replaced before it was launched"
+        except ObjectTooLarge:
+            return None, f"input.json is over {settings.max_envelope_bytes} bytes"
+        if sha256_hex(data) != expected_sha256:
+            return None, "input.json is not the envelope scheduled for this attempt (sha256 differs)"
+        try:
+            return InputEnvelope.model_validate_json(data), None
+        except ValidationError as exc:
+            return None, f"input.json is not a valid input envelope: {short(exc)}"
+
+    def _start(
+        self, event: ObjectFinalized, path: StepObjectPath, claimed: AttemptDoc, envelope: InputEnvelope
+    ) -> Handled:
+        launcher = self.context.launchers.get(claimed.launcher)
+        try:
+            if launcher is None:
+                raise LaunchRefused(f"no launcher {claimed.launcher!r} is configured in this deployment")
+            result = launcher.launch(envelope, claimed.input_sha256)
+        except LaunchRefused as exc:
+            self._refuse(path, claimed, str(exc))
+            return Handled(Outcome.FAILED, str(exc))
+        except Exception as exc:
+            # Raising makes the platform redeliver; without the release that redelivery would find the
+            # attempt DISPATCHING, take it for a duplicate, and the run would never finish.
+            self._release(path, claimed)
+            if isinstance(exc, LauncherBusy):
+                log.warning("%s: %s; the event will be redelivered", event.name, exc)
+            raise
+        self._record_execution(path, claimed, result)
+        return Handled(Outcome.LAUNCHED)
+
+    def _release(self, path: StepObjectPath, claimed: AttemptDoc) -> None:
+        current = self.context.store.attempt(path.run_id, path.attempt_id)
+        release = plan_release(path.run_id, path.attempt_id, current=current, claimed=claimed) if current else None
+        if release is not None:
+            with contextlib.suppress(Conflict):
+                self.context.store.commit(release.writes)
+
+    def _record_execution(self, path: StepObjectPath, claimed: AttemptDoc, result: LaunchResult) -> None:
+        execution_name = result.execution_name
+        if execution_name is None:
+            return  # inline: the output is written already, there is no execution to find again
+
+        def replan() -> Plan | None:
+            current = self.context.store.attempt(path.run_id, path.attempt_id)
+            if current is None:
+                return None
+            return plan_dispatched(
+                path.run_id,
+                path.attempt_id,
+                current=current,
+                claimed=claimed,
+                execution_name=execution_name,
+                job_status=result.job_status,
+            )
+
+        self.context.commit_replanned(replan)
+
+    def _refuse(self, path: StepObjectPath, claimed: AttemptDoc, reason: str) -> None:
+        def replan() -> Plan | None:
+            run = self.context.store.run(path.run_id)
+            current = self.context.store.attempt(path.run_id, path.attempt_id)
+            if run is None or current is None:
+                return None
+            return plan_launch_refused(
+                path.run_id,
+                path.attempt_id,
+                run=run,
+                current=current,
+                claimed=claimed,
+                reason=reason,
+                now=self.context.clock(),
+            )
+
+        plan = self.context.commit_replanned(replan)
+        if plan is not None:
+            self.context.perform(plan.effects)

@@ -1,0 +1,175 @@
+"""LAUNCH's decisions: .../{attempt_id}/input.json finalized → claim the attempt, and record what the launch did."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from functions.common import (
+    Plan,
+    Problem,
+    StepOutcome,
+    after_step,
+    dispatch_lease_expired,
+    lifecycle_event,
+    run_write,
+    step_doc,
+    step_spec,
+)
+from schemas.changes import Effects, Versioned, Write, attempt_path, step_path
+from schemas.documents import AttemptDoc, Counts, RunDoc
+from schemas.enums import AttemptState, ErrorCategory, JobStatus, LifecycleType, RunStatus, StepStatus
+from schemas.settings import Settings
+
+
+def plan_launch(
+    run_id: str,
+    attempt_id: str,
+    *,
+    run: Versioned[RunDoc],
+    attempt: Versioned[AttemptDoc],
+    input_generation: int,
+    input_problem: str | None,
+    settings: Settings,
+    now: datetime,
+) -> Plan | None:
+    """Claim a SCHEDULED attempt (or a DISPATCHING one whose lease ran out). None: nothing to do.
+
+    With an `input_problem` (input.json unreadable, tampered or gone) the step fails instead of being claimed.
+    """
+    current, doc = attempt.doc, run.doc
+    if RunStatus(doc.status).is_terminal or doc.current_step != current.step:
+        return None
+    if current.state != AttemptState.SCHEDULED and not dispatch_lease_expired(current, settings, now):
+        return None
+    if input_problem is not None:
+        return fail_launch(
+            run_id,
+            attempt_id,
+            run=run,
+            attempt=attempt,
+            reason=input_problem,
+            input_generation=input_generation,
+            now=now,
+        )
+    spec = step_spec(doc, current.step)
+    claimed = current.model_copy(
+        update={
+            "state": AttemptState.DISPATCHING,
+            "input_generation": input_generation,
+            "dispatched_at": now,
+            "timeout_at": now + timedelta(seconds=current.timeout_seconds),
+        }
+    )
+    step = step_doc(spec, current.step, status=StepStatus.RUNNING, attempt_id=attempt_id, started_at=now)
+    new_run = doc.model_copy(update={"status": RunStatus.RUNNING, "started_at": doc.started_at or now})
+    return Plan(
+        writes=[
+            Write(attempt_path(run_id, attempt_id), claimed, "replace", attempt.update_time),
+            Write(step_path(run_id, current.step), step, "upsert"),
+            run_write(run_id, new_run, run.update_time),
+        ],
+        effects=Effects(events=[lifecycle_event(LifecycleType.STEP_STARTED, run_id, new_run, now, step)]),
+        claimed=claimed,
+    )
+
+
+def fail_launch(
+    run_id: str,
+    attempt_id: str,
+    *,
+    run: Versioned[RunDoc],
+    attempt: Versioned[AttemptDoc],
+    reason: str,
+    input_generation: int,
+    now: datetime,
+) -> Plan:
+    """The step could not be started at all: the attempt and the run end with a SYSTEM_ERROR saying why."""
+    current, doc = attempt.doc, run.doc
+    spec = step_spec(doc, current.step)
+    problem = Problem(ErrorCategory.SYSTEM_ERROR, f"step {current.step} '{spec.name}': {reason}")
+    failed = current.model_copy(
+        update={"state": AttemptState.FAILED, "input_generation": input_generation, "finished_at": now, "error": reason}
+    )
+    step = step_doc(spec, current.step, status=StepStatus.FAILED, attempt_id=attempt_id, ended_at=now, error=reason)
+    folded = after_step(
+        run_id,
+        doc.model_copy(update={"started_at": doc.started_at or now}),
+        StepOutcome(current.step, Counts(), problem, halt=True),
+        now=now,
+        next_terms=None,
+    )
+    return Plan(
+        writes=[
+            Write(attempt_path(run_id, attempt_id), failed, "replace", attempt.update_time),
+            Write(step_path(run_id, current.step), step, "upsert"),
+            run_write(run_id, folded.run, run.update_time),
+            *folded.writes,
+        ],
+        effects=Effects(
+            events=[
+                lifecycle_event(LifecycleType.STEP_COMPLETED, run_id, folded.run, now, step),
+                lifecycle_event(LifecycleType.RUN_COMPLETED, run_id, folded.run, now),
+            ]
+        ),
+    )
+
+
+def still_claimed(current: AttemptDoc, claimed: AttemptDoc) -> bool:
+    """The attempt is still held by the claim this handler made (not released, taken over or finished since)."""
+    return current.state == AttemptState.DISPATCHING and current.dispatched_at == claimed.dispatched_at
+
+
+def plan_dispatched(
+    run_id: str,
+    attempt_id: str,
+    *,
+    current: Versioned[AttemptDoc],
+    claimed: AttemptDoc,
+    execution_name: str,
+    job_status: JobStatus | None,
+) -> Plan | None:
+    """Record the started job on the attempt; None when its output was already applied (nothing to record)."""
+    if not still_claimed(current.doc, claimed):
+        return None
+    running = current.doc.model_copy(
+        update={"state": AttemptState.RUNNING, "execution_name": execution_name, "job_status": job_status}
+    )
+    return Plan(writes=[Write(attempt_path(run_id, attempt_id), running, "replace", current.update_time)])
+
+
+def plan_launch_refused(
+    run_id: str,
+    attempt_id: str,
+    *,
+    run: Versioned[RunDoc],
+    current: Versioned[AttemptDoc],
+    claimed: AttemptDoc,
+    reason: str,
+    now: datetime,
+) -> Plan | None:
+    """The launcher can never start this job as configured: end the step now rather than retry forever."""
+    if not still_claimed(current.doc, claimed) or RunStatus(run.doc.status).is_terminal:
+        return None
+    return fail_launch(
+        run_id,
+        attempt_id,
+        run=run,
+        attempt=current,
+        reason=reason,
+        input_generation=claimed.input_generation or 0,
+        now=now,
+    )
+
+
+def plan_release(run_id: str, attempt_id: str, *, current: Versioned[AttemptDoc], claimed: AttemptDoc) -> Plan | None:
+    """Undo this handler's own claim after its launch failed, so the redelivery can claim the attempt again.
+
+    None when the attempt moved on since (another claim, or an output already applied): nothing to undo.
+    """
+    doc = current.doc
+    if not still_claimed(doc, claimed):
+        return None
+    released = doc.model_copy(
+        update={"state": AttemptState.SCHEDULED, "dispatched_at": None, "timeout_at": None, "input_generation": None}
+    )
+    return Plan(writes=[Write(attempt_path(run_id, attempt_id), released, "replace", current.update_time)])

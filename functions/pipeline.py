@@ -1,0 +1,49 @@
+"""The route table from object kind to stage, and the dispatcher every finalize event goes through.
+
+Adding a stage is one module under functions/ (its handler, its transitions below it) and one row in ROUTES.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from functions.ingest.handler import IngestStage
+from functions.intake.handler import IntakeStage
+from functions.launch.handler import LaunchStage
+from functions.stage import Handled, Outcome, Stage, StageContext
+from schemas.objects import ObjectFinalized
+from schemas.paths import ObjectKind, parse_object_name
+
+log = logging.getLogger("validibot.pipeline")
+
+ROUTES: Mapping[ObjectKind, Callable[[StageContext], Stage[Any]]] = {
+    "submission": IntakeStage,  # inbox/{org}/{workflow}/{filename}
+    "input": LaunchStage,  # runs/.../{attempt_id}/input.json
+    "output": IngestStage,  # runs/.../{attempt_id}/output.json
+}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    context: StageContext
+    stages: Mapping[ObjectKind, Stage[Any]]
+
+    @classmethod
+    def wired(cls, context: StageContext) -> Pipeline:
+        return cls(context, {kind: make(context) for kind, make in ROUTES.items()})
+
+    def handle(self, event: ObjectFinalized) -> Handled:
+        """Route a finalized object by its path to its stage; returns what was done, for logs and tests."""
+        path = parse_object_name(event.name)
+        if path is None or event.bucket != self.context.settings.bucket:
+            log.debug("ignored gs://%s/%s: not a pipeline object", event.bucket, event.name)
+            return Handled(Outcome.IGNORED)
+        started = time.perf_counter()
+        handled = self.stages[path.kind].handle(event, path)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        log.info("%s (generation %s): %s in %.0f ms", event.name, event.generation, handled, elapsed_ms)
+        return handled

@@ -1,0 +1,117 @@
+"""What every stage's handler shares: the ports it is given, how it reports what it did, and how it commits.
+
+A handler loads documents, asks its transition for a Plan, commits it, then performs its effects. Returning
+acknowledges the event; raising asks the platform to redeliver, which is right only for transient faults. Bad input
+is recorded on the run (or as a rejected receipt) and acknowledged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Protocol, TypeVar
+
+from events.ports import Publisher
+from functions.common import Plan
+from jobs.launchers.base import Launcher
+from schemas.changes import Effects
+from schemas.objects import ObjectFinalized
+from schemas.paths import ObjectPath
+from schemas.settings import Settings
+from store.ports import Conflict, ObjectConflict, ObjectStore, RunStore
+
+log = logging.getLogger("validibot.pipeline")
+
+# A commit that loses a race is re-planned from fresh reads; the second plan nearly always sees the winner.
+MAX_COMMIT_TRIES = 4
+MAX_REASON_CHARS = 600
+
+
+class Outcome(StrEnum):
+    """What a stage did with an event (its value is what the log line says)."""
+
+    IGNORED = "ignored"
+    CREATED = "created"
+    REFUSED = "refused"
+    DUPLICATE = "duplicate"
+    EFFECTS_REPLAYED = "duplicate (effects replayed)"
+    UNKNOWN_ATTEMPT = "unknown attempt"
+    LAUNCHED = "launched"
+    FAILED = "failed"
+    APPLIED = "applied"
+    REJECTED = "rejected"
+    ALREADY_RECORDED = "duplicate (already recorded)"
+
+    @property
+    def is_duplicate(self) -> bool:
+        return self in (Outcome.DUPLICATE, Outcome.EFFECTS_REPLAYED, Outcome.ALREADY_RECORDED)
+
+
+@dataclass(frozen=True)
+class Handled:
+    outcome: Outcome
+    detail: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.outcome}: {self.detail}" if self.detail else str(self.outcome)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_callback_id() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def short(exc: Exception) -> str:
+    """An exception's text, short enough to record on a run for a person to read."""
+    text = str(exc).strip()
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """The ports and policies every stage is built with (bootstrap wires the real ones, tests the fakes)."""
+
+    settings: Settings
+    store: RunStore
+    objects: ObjectStore
+    publisher: Publisher
+    launchers: Mapping[str, Launcher]
+    clock: Callable[[], datetime] = field(default=utcnow)
+    new_callback_id: Callable[[], str] = field(default=new_callback_id)
+
+    def perform(self, effects: Effects) -> None:
+        self.publisher.publish(effects.events)
+        for obj in effects.objects:
+            # A conflict means an earlier delivery wrote it; LAUNCH checks its bytes against the attempt.
+            with contextlib.suppress(ObjectConflict):
+                self.objects.write_new(obj.uri, obj.data, obj.content_type)
+
+    def commit_replanned(self, replan: Callable[[], Plan | None]) -> Plan | None:
+        """Commit what `replan` decides from fresh reads, deciding again after a lost race; None: nothing done."""
+        for _ in range(MAX_COMMIT_TRIES):
+            plan = replan()
+            if plan is None:
+                return None
+            try:
+                self.store.commit(plan.writes)
+            except Conflict:
+                continue
+            return plan
+        return None
+
+
+PathT = TypeVar("PathT", bound=ObjectPath, contravariant=True)
+
+
+class Stage(Protocol[PathT]):
+    """One stage of the pipeline: handles the finalize events of the objects routed to it."""
+
+    def handle(self, event: ObjectFinalized, path: PathT) -> Handled: ...

@@ -1,0 +1,125 @@
+"""The ports the pipeline talks to, as small Protocols, and the exceptions every implementation raises.
+
+The Firestore and Cloud Storage adapters implement them for real; the in-memory fakes under tests/ implement the
+same semantics for unit tests. Nothing here imports a Google client, so code that needs only the ports stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from schemas.changes import Versioned, Write
+from schemas.documents import AttemptDoc, FindingDoc, OrgDoc, ReceiptDoc, RunDoc, StepDoc, WorkflowDoc
+from schemas.envelopes import FileRef
+
+# Firestore's own limit on writes in one commit.
+MAX_WRITES_PER_COMMIT = 500
+
+
+class Conflict(Exception):
+    """The commit lost a race: a document it creates exists, or one it replaces changed since it was read."""
+
+
+class ObjectConflict(Exception):
+    """A create-only write found the object already there."""
+
+
+class ObjectMissing(Exception):
+    """The object (at that generation) does not exist."""
+
+
+class ObjectTooLarge(Exception):
+    pass
+
+
+class IntegrityError(Exception):
+    """The bytes read are not the bytes the envelope promised."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    uri: str
+    generation: int
+    size: int
+    sha256: str | None
+
+
+class RunStore(Protocol):
+    """The pipeline's documents: typed reads, and all-or-nothing commits of what a transition planned."""
+
+    def org(self, org: str) -> OrgDoc | None: ...
+
+    def workflow(self, org: str, slug: str) -> WorkflowDoc | None: ...
+
+    def run(self, run_id: str) -> Versioned[RunDoc] | None: ...
+
+    def attempt(self, run_id: str, attempt_id: str) -> Versioned[AttemptDoc] | None: ...
+
+    def step(self, run_id: str, step_number: int) -> StepDoc | None: ...
+
+    def receipt(self, receipt_id: str) -> ReceiptDoc | None: ...
+
+    def commit(self, writes: Iterable[Write]) -> None:
+        """Apply every write or none: `create` fails if the document exists, `replace` if it changed since it was
+        read (or is gone), `upsert` never; raise Conflict when a precondition fails."""
+        ...
+
+
+class RunReads(Protocol):
+    """What people look at: the dashboard's and the CLI's queries, apart from the pipeline's own reads."""
+
+    def run(self, run_id: str) -> RunDoc | None: ...
+
+    def runs_for_org(self, org: str, limit: int) -> list[tuple[str, RunDoc]]: ...
+
+    def step(self, run_id: str, step_number: int) -> StepDoc | None: ...
+
+    def steps(self, run_id: str) -> list[StepDoc]: ...
+
+    def findings(self, run_id: str, limit: int) -> list[FindingDoc]: ...
+
+    def rejected_receipts(self, run_id: str, limit: int) -> list[ReceiptDoc]: ...
+
+
+class ObjectStore(Protocol):
+    """Payloads: create-only writes, and reads pinned to a generation and checked for size and sha256."""
+
+    def write_new(self, uri: str, data: bytes, content_type: str) -> StoredObject:
+        """Create `uri` with `data`; raise ObjectConflict if it exists. Never overwrites."""
+        ...
+
+    def write_new_file(self, uri: str, path: Path, content_type: str | None, sha256: str) -> StoredObject: ...
+
+    def stat(self, uri: str) -> StoredObject | None: ...
+
+    def stream(self, uri: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        """The live object in chunks; ObjectMissing (raised before the first chunk) when there is none."""
+        ...
+
+    def read_bytes(self, uri: str, generation: int | None, max_bytes: int) -> bytes:
+        """The bytes of exactly that generation (None: the live one); ObjectTooLarge past `max_bytes`."""
+        ...
+
+    def download_hashed(self, uri: str, generation: int, dest: Path, max_bytes: int) -> tuple[int, str]:
+        """Stream one generation to `dest` (renamed into place only when complete); return size and sha256."""
+        ...
+
+
+def download_verified(objects: ObjectStore, ref: FileRef, dest: Path) -> Path:
+    """Fetch the file an envelope names, refusing any byte that differs from what it promised."""
+    if ref.generation is None:
+        raise IntegrityError(f"{ref.uri} is not pinned to a generation")
+    try:
+        size, sha256 = objects.download_hashed(ref.uri, ref.generation, dest, max_bytes=ref.size_bytes)
+    except ObjectTooLarge as exc:
+        raise IntegrityError(f"{ref.name} is larger than the {ref.size_bytes} bytes recorded") from exc
+    if size != ref.size_bytes or sha256 != ref.sha256:
+        dest.unlink()
+        raise IntegrityError(
+            f"{ref.name} does not match what was recorded (size {size} vs {ref.size_bytes}, "
+            f"sha256 {sha256[:12]}… vs {ref.sha256[:12]}…)"
+        )
+    return dest

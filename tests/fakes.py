@@ -1,0 +1,263 @@
+"""In-memory implementations of the ports, for unit tests. They honour the real adapters' semantics:
+
+- the run store commits all-or-nothing; `create` fails if the document exists, `replace` if it is gone or its
+  update_time differs from the one read, `upsert` never; a failed precondition raises store.ports.Conflict; every
+  document a commit writes gets that commit's update_time, and documents are stored as Firestore would store them
+  (their `to_firestore()` dict, read back through the model);
+- the object store writes create-only with a new generation per version, reads pinned to a generation, and
+  raises ObjectConflict / ObjectMissing / ObjectTooLarge where Cloud Storage would.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from jobs.launchers.base import LaunchResult
+from schemas.changes import D, DocPath, Versioned, Write, attempt_path, org_path, receipt_path, run_path, step_path
+from schemas.changes import workflow_path as workflow_doc_path
+from schemas.documents import AttemptDoc, FindingDoc, OrgDoc, ReceiptDoc, RunDoc, StepDoc, WorkflowDoc
+from schemas.enums import ReceiptStatus
+from schemas.envelopes import InputEnvelope
+from schemas.lifecycle import LifecycleEvent
+from store.ports import MAX_WRITES_PER_COMMIT, Conflict, ObjectConflict, ObjectMissing, ObjectTooLarge, StoredObject
+
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FakeRunStore:
+    """The RunStore port in memory. `before_next_commit` runs a hook just before the next commit checks its
+    preconditions, so a test can make a handler lose a race to a concurrent writer."""
+
+    def __init__(self) -> None:
+        self._docs: dict[DocPath, tuple[dict, datetime]] = {}
+        self._lock = threading.Lock()
+        self._ticks = itertools.count(1)
+        self._hooks: list[Callable[[], None]] = []
+        self.commits = 0
+
+    def before_next_commit(self, hook: Callable[[], None]) -> None:
+        self._hooks.append(hook)
+
+    def _read(self, path: DocPath, model: type[D]) -> Versioned[D] | None:
+        with self._lock:
+            found = self._docs.get(path)
+        if found is None:
+            return None
+        data, update_time = found
+        return Versioned(model.model_validate(copy.deepcopy(data)), update_time)
+
+    def _doc(self, path: DocPath, model: type[D]) -> D | None:
+        found = self._read(path, model)
+        return found.doc if found else None
+
+    def org(self, org: str) -> OrgDoc | None:
+        return self._doc(org_path(org), OrgDoc)
+
+    def workflow(self, org: str, slug: str) -> WorkflowDoc | None:
+        return self._doc(workflow_doc_path(org, slug), WorkflowDoc)
+
+    def run(self, run_id: str) -> Versioned[RunDoc] | None:
+        return self._read(run_path(run_id), RunDoc)
+
+    def attempt(self, run_id: str, attempt_id: str) -> Versioned[AttemptDoc] | None:
+        return self._read(attempt_path(run_id, attempt_id), AttemptDoc)
+
+    def step(self, run_id: str, step_number: int) -> StepDoc | None:
+        return self._doc(step_path(run_id, step_number), StepDoc)
+
+    def receipt(self, receipt_id: str) -> ReceiptDoc | None:
+        return self._doc(receipt_path(receipt_id), ReceiptDoc)
+
+    def commit(self, writes: Iterable[Write]) -> None:
+        writes = list(writes)
+        if not writes:
+            return
+        if len(writes) > MAX_WRITES_PER_COMMIT:
+            raise ValueError(f"{len(writes)} writes exceed Firestore's {MAX_WRITES_PER_COMMIT} per commit")
+        while self._hooks:
+            self._hooks.pop(0)()
+        with self._lock:
+            for write in writes:
+                existing = self._docs.get(write.path)
+                if write.mode == "create" and existing is not None:
+                    raise Conflict(f"{'/'.join(write.path)} already exists")
+                if write.mode == "replace" and (existing is None or existing[1] != write.read_at):
+                    raise Conflict(f"{'/'.join(write.path)} changed since it was read")
+            update_time = EPOCH + timedelta(microseconds=next(self._ticks))
+            for write in writes:
+                self._docs[write.path] = (copy.deepcopy(write.doc.to_firestore()), update_time)
+            self.commits += 1
+
+    def collection(self, *path: str) -> dict[str, dict]:
+        """The documents directly under a collection path, by id: what a test inspects."""
+        with self._lock:
+            return {
+                doc_path[-1]: copy.deepcopy(data) for doc_path, (data, _) in self._docs.items() if doc_path[:-1] == path
+            }
+
+
+@dataclass
+class FakeRunReads:
+    """The RunReads port over a FakeRunStore's documents."""
+
+    store: FakeRunStore
+
+    def run(self, run_id: str) -> RunDoc | None:
+        found = self.store.run(run_id)
+        return found.doc if found else None
+
+    def runs_for_org(self, org: str, limit: int) -> list[tuple[str, RunDoc]]:
+        runs = [(run_id, RunDoc.model_validate(data)) for run_id, data in self.store.collection("runs").items()]
+        mine = sorted((r for r in runs if r[1].org == org), key=lambda r: r[1].created_at, reverse=True)
+        return mine[:limit]
+
+    def step(self, run_id: str, step_number: int) -> StepDoc | None:
+        return self.store.step(run_id, step_number)
+
+    def steps(self, run_id: str) -> list[StepDoc]:
+        steps = [StepDoc.model_validate(d) for d in self.store.collection("runs", run_id, "steps").values()]
+        return sorted(steps, key=lambda s: s.number)
+
+    def findings(self, run_id: str, limit: int) -> list[FindingDoc]:
+        findings = [FindingDoc.model_validate(d) for d in self.store.collection("runs", run_id, "findings").values()]
+        return sorted(findings, key=lambda f: (f.step, f.index))[:limit]
+
+    def rejected_receipts(self, run_id: str, limit: int) -> list[ReceiptDoc]:
+        receipts = [ReceiptDoc.model_validate(d) for d in self.store.collection("receipts").values()]
+        rejected = [r for r in receipts if r.run_id == run_id and r.status == ReceiptStatus.REJECTED]
+        return sorted(rejected, key=lambda r: r.received_at, reverse=True)[:limit]
+
+
+@dataclass(frozen=True)
+class _Version:
+    data: bytes
+    generation: int
+    content_type: str | None
+    sha256: str | None
+
+
+class FakeObjectStore:
+    """The ObjectStore port in memory. Like a bucket without versioning, only the live version of an object can be
+    read (a pinned read of a replaced or deleted generation is ObjectMissing); every write is counted."""
+
+    def __init__(self) -> None:
+        self._versions: dict[str, list[_Version]] = {}
+        self._live: dict[str, _Version] = {}
+        self._generations = itertools.count(1_000_001)
+        self._lock = threading.Lock()
+
+    def _add(self, uri: str, data: bytes, content_type: str | None, sha256: str | None, create_only: bool) -> _Version:
+        with self._lock:
+            if create_only and uri in self._live:
+                raise ObjectConflict(uri)
+            version = _Version(data, next(self._generations), content_type, sha256)
+            self._versions.setdefault(uri, []).append(version)
+            self._live[uri] = version
+            return version
+
+    def upload(self, uri: str, data: bytes, content_type: str | None = "application/json") -> StoredObject:
+        """What a user's upload does (not create-only): a new live version."""
+        version = self._add(uri, data, content_type, None, create_only=False)
+        return StoredObject(uri, version.generation, len(data), None)
+
+    def delete(self, uri: str) -> None:
+        with self._lock:
+            self._live.pop(uri, None)
+
+    def generations_written(self, uri: str) -> int:
+        with self._lock:
+            return len(self._versions.get(uri, []))
+
+    def write_new(self, uri: str, data: bytes, content_type: str) -> StoredObject:
+        sha256 = hashlib.sha256(data).hexdigest()
+        version = self._add(uri, data, content_type, sha256, create_only=True)
+        return StoredObject(uri, version.generation, len(data), sha256)
+
+    def write_new_file(self, uri: str, path: Path, content_type: str | None, sha256: str) -> StoredObject:
+        data = path.read_bytes()
+        version = self._add(uri, data, content_type, sha256, create_only=True)
+        return StoredObject(uri, version.generation, len(data), sha256)
+
+    def stat(self, uri: str) -> StoredObject | None:
+        with self._lock:
+            version = self._live.get(uri)
+        if version is None:
+            return None
+        return StoredObject(uri, version.generation, len(version.data), version.sha256)
+
+    def _version(self, uri: str, generation: int | None) -> _Version:
+        with self._lock:
+            if generation is None:
+                found = self._live.get(uri)
+            else:
+                live = self._live.get(uri)
+                found = live if live is not None and live.generation == generation else None
+        if found is None:
+            raise ObjectMissing(f"{uri} (generation {generation})")
+        return found
+
+    def stream(self, uri: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        data = self._version(uri, None).data
+        return iter([data[i : i + chunk_bytes] for i in range(0, len(data), chunk_bytes)])
+
+    def read_bytes(self, uri: str, generation: int | None, max_bytes: int) -> bytes:
+        data = self._version(uri, generation).data
+        if len(data) > max_bytes:
+            raise ObjectTooLarge(f"{uri} is larger than {max_bytes} bytes")
+        return data
+
+    def download_hashed(self, uri: str, generation: int, dest: Path, max_bytes: int) -> tuple[int, str]:
+        data = self._version(uri, generation).data
+        if len(data) > max_bytes:
+            raise ObjectTooLarge(f"more than {max_bytes} bytes")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        return len(data), hashlib.sha256(data).hexdigest()
+
+
+class Crash(Exception):
+    """A fault injected into a fake: the process 'dies' here, as far as the handler is concerned."""
+
+
+@dataclass
+class RecordingPublisher:
+    """The Publisher port: keeps what was published, in order. `crash_next_publish()` makes the next publish raise
+    before sending anything: a handler that dies after its commit and before its effects."""
+
+    events: list[LifecycleEvent] = field(default_factory=list)
+    crashes: int = 0
+
+    def crash_next_publish(self) -> None:
+        self.crashes += 1
+
+    def publish(self, events: Iterable[LifecycleEvent]) -> None:
+        if self.crashes:
+            self.crashes -= 1
+            raise Crash("publish")
+        self.events.extend(events)
+
+    def types(self, run_id: str) -> list[str]:
+        return [str(e.type) for e in self.events if e.data.run_id == run_id]
+
+
+@dataclass
+class ScriptedLauncher:
+    """A job launcher that starts nothing: it answers with `result`, or raises `error`, and records each launch."""
+
+    name: str = "local"
+    result: LaunchResult = field(default_factory=lambda: LaunchResult("local/4242", None))
+    error: Exception | None = None
+    launched: list[InputEnvelope] = field(default_factory=list)
+
+    def launch(self, envelope: InputEnvelope, input_sha256: str) -> LaunchResult:
+        if self.error is not None:
+            raise self.error
+        self.launched.append(envelope)
+        return self.result

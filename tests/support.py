@@ -1,0 +1,279 @@
+"""Shared test data and helpers. Test modules import from here (and from tests.fakes), never from each other.
+
+The drivers deliver finalize events to a Pipeline the way the platform does, one event at a time:
+- `Harness` on the real emulators (integration tests), uploading with a real Cloud Storage client;
+- `FakeWorld` on the in-memory fakes (unit tests), with the same helpers and no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bootstrap import Services
+from deploy.provision import demo_workflows
+from deploy.stack import LocalStack
+from functions.pipeline import Pipeline
+from functions.stage import Handled, Outcome, StageContext
+from jobs.launchers.inline import InlineLauncher
+from schemas.changes import Write, org_path, workflow_path
+from schemas.documents import AttemptDoc, OrgDoc, RunDoc, StepSpec, WorkflowDoc
+from schemas.envelopes import OutputEnvelope
+from schemas.objects import ObjectFinalized
+from schemas.paths import attempt_id_for, gs_uri, inbox_object, parse_gs_uri, run_id_for
+from schemas.settings import Settings
+from store.ports import RunReads, RunStore
+from tests.fakes import FakeObjectStore, FakeRunReads, FakeRunStore, RecordingPublisher, ScriptedLauncher
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+VALIDIBOT = Path(sys.executable).parent / "validibot"
+TEST_PROJECT = "validibot-test"
+FMU_SCRIPTS = {
+    "RoomHeater": EXAMPLES / "fmu" / "RoomHeater.py",
+    "SlowRoom": ROOT / "tests" / "fmus" / "SlowRoom.py",
+}
+
+VALID = (EXAMPLES / "building-valid.json").read_bytes()
+INVALID = (EXAMPLES / "building-invalid.json").read_bytes()
+# The four findings of INVALID against the demo json-basic workflow, in order.
+INVALID_MESSAGES = [
+    "'climate_zone' is a required property",
+    "'42' does not match '^B-[0-9]{4}$'",
+    "-12 is less than or equal to the minimum of 0",
+    "'steam' is not one of ['hvac', 'lighting', 'dhw', 'pv']",
+]
+NAME_SCHEMA = {"type": "object", "required": ["name"]}
+
+CREATED = Handled(Outcome.CREATED)
+LAUNCHED = Handled(Outcome.LAUNCHED)
+APPLIED = Handled(Outcome.APPLIED)
+DUPLICATE = Handled(Outcome.DUPLICATE)
+
+
+def genuine_output(run_id: str, attempt: AttemptDoc, status: str = "success") -> OutputEnvelope:
+    """An output that passes every check of DESIGN §6 for this attempt, as its validator would write it."""
+    return OutputEnvelope(
+        run_id=run_id,
+        step_key=attempt.step_key,
+        attempt_id=attempt_id_for(attempt.step, 1),
+        callback_id=attempt.callback_id,
+        input_envelope_sha256=attempt.input_sha256,
+        validator={"id": "json-schema", "type": "json-schema", "version": "1"},
+        status=status,
+        timing={"started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:01Z"},
+    )
+
+
+def json_step(key: str, schema: dict[str, Any] | None = None) -> StepSpec:
+    return StepSpec(key=key, name=key.title(), validator="json-schema", config={"schema": schema or NAME_SCHEMA})
+
+
+class Driver:
+    """Delivers a run's events to `pipeline`, in order or as a test chooses. Subclasses say how objects are
+    uploaded and how an object's current version becomes its finalize event."""
+
+    pipeline: Pipeline
+
+    @property
+    def store(self) -> RunStore:
+        return self.pipeline.context.store
+
+    @property
+    def settings(self) -> Settings:
+        return self.pipeline.context.settings
+
+    def upload(self, name: str, data: bytes, content_type: str = "application/json") -> ObjectFinalized:
+        raise NotImplementedError
+
+    def event_for(self, uri: str) -> ObjectFinalized:
+        raise NotImplementedError
+
+    def rewired(self, **changes: Any) -> Pipeline:
+        """This pipeline with some of its context replaced (settings, launchers, clock, ...)."""
+        return Pipeline.wired(dataclasses.replace(self.pipeline.context, **changes))
+
+    def submit(self, data: bytes, workflow: str = "json-basic", filename: str | None = None, org: str = "demo"):
+        """Upload to the inbox; returns (intake event, run_id)."""
+        event = self.upload(inbox_object(org, workflow, filename or f"{uuid.uuid4().hex}.json"), data)
+        return event, run_id_for(event.bucket, event.name, event.generation)
+
+    def input_event(self, run_id: str, step: int = 1) -> ObjectFinalized:
+        attempt = self.store.attempt(run_id, attempt_id_for(step, 1))
+        assert attempt is not None
+        return self.event_for(attempt.doc.input_uri)
+
+    def output_event(self, run_id: str, step: int = 1) -> ObjectFinalized:
+        attempt = self.store.attempt(run_id, attempt_id_for(step, 1))
+        assert attempt is not None
+        return self.event_for(attempt.doc.expected_output_uri)
+
+    def run_through(self, data: bytes, workflow: str = "json-basic") -> tuple[str, RunDoc]:
+        """Deliver every event of an inline run once, in order, until the run ends."""
+        event, run_id = self.submit(data, workflow)
+        assert self.pipeline.handle(event) == CREATED
+        for step in range(1, 100):
+            assert self.pipeline.handle(self.input_event(run_id, step)) == LAUNCHED
+            assert self.pipeline.handle(self.output_event(run_id, step)) == APPLIED
+            run = self.store.run(run_id)
+            assert run is not None
+            if run.doc.ended_at is not None:
+                return run_id, run.doc
+        raise AssertionError("run did not end")
+
+    def add_workflow(self, steps: list[StepSpec], fail_policy: str = "stop", org: str = "demo") -> str:
+        slug = f"wf-{uuid.uuid4().hex[:10]}"
+        doc = WorkflowDoc(org=org, slug=slug, name=f"Test {slug}", steps=steps, fail_policy=fail_policy)
+        self.store.commit([Write(workflow_path(org, slug), doc, "upsert")])
+        return slug
+
+
+def finalized(blob: Any) -> ObjectFinalized:
+    """The event the platform delivers for this object version (fields as the notification carries them)."""
+    return ObjectFinalized(
+        bucket=blob.bucket.name,
+        name=blob.name,
+        generation=int(blob.generation),
+        size=int(blob.size),
+        content_type=blob.content_type,
+        md5_hash=blob.md5_hash,
+        crc32c=blob.crc32c,
+    )
+
+
+@dataclass
+class Harness(Driver):
+    """The pipeline on the real emulators, with the real adapters bootstrap wires."""
+
+    services: Services
+    pipeline: Pipeline = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pipeline = self.services.pipeline
+        self.gcs = self.services.storage_client
+        self.bucket = self.gcs.bucket(self.settings.bucket)
+
+    @property
+    def reads(self) -> RunReads:
+        return self.services.run_reads
+
+    def upload(self, name: str, data: bytes, content_type: str = "application/json") -> ObjectFinalized:
+        blob = self.bucket.blob(name)
+        blob.upload_from_string(data, content_type=content_type)
+        return finalized(blob)
+
+    def event_for(self, uri: str) -> ObjectFinalized:
+        _, name = parse_gs_uri(uri)
+        blob = self.bucket.get_blob(name)
+        assert blob is not None, f"{uri} was not written"
+        return finalized(blob)
+
+    def wait_for_output(self, run_id: str, step: int = 1, timeout: float = 120) -> ObjectFinalized:
+        """The output.json a job writes on its own, as its finalize event (the job's 'callback')."""
+        attempt = self.store.attempt(run_id, attempt_id_for(step, 1))
+        assert attempt is not None
+        _, name = parse_gs_uri(attempt.doc.expected_output_uri)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            blob = self.bucket.get_blob(name)
+            if blob is not None:
+                return finalized(blob)
+            time.sleep(0.1)
+        raise AssertionError(f"no output.json for {run_id} after {timeout} s")
+
+    def run_job(self, data: bytes, workflow: str, filename: str) -> tuple[str, RunDoc]:
+        """A one-step job workflow, driven like the platform would: intake, launch, the job's output, ingest."""
+        event, run_id = self.submit(data, workflow, filename)
+        assert self.pipeline.handle(event) == CREATED
+        assert self.pipeline.handle(self.input_event(run_id)) == LAUNCHED
+        assert self.pipeline.handle(self.wait_for_output(run_id)) == APPLIED
+        run = self.store.run(run_id)
+        assert run is not None
+        return run_id, run.doc
+
+
+class ManualClock:
+    """A clock a unit test moves by hand."""
+
+    def __init__(self, start: datetime = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+BUCKET = "unit-bucket"
+
+
+class FakeWorld(Driver):
+    """The whole pipeline on the in-memory fakes: the real inline launcher and json-schema validator, a scripted
+    job launcher, a manual clock, and the seeded demo org with its json-basic workflow."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.fake_store = FakeRunStore()
+        self.objects = FakeObjectStore()
+        self.publisher = RecordingPublisher()
+        self.clock = ManualClock()
+        self.job_launcher = ScriptedLauncher()
+        self.reads: RunReads = FakeRunReads(self.fake_store)
+        config = Settings(bucket=BUCKET, **settings)
+        self.pipeline = Pipeline.wired(
+            StageContext(
+                settings=config,
+                store=self.fake_store,
+                objects=self.objects,
+                publisher=self.publisher,
+                launchers={"inline": InlineLauncher(self.objects, config), "local": self.job_launcher},
+                clock=self.clock,
+            )
+        )
+        self.fake_store.commit(
+            [
+                Write(org_path("demo"), OrgDoc(name="Demo organization", created_at=self.clock()), "upsert"),
+                *(Write(workflow_path(w.org, w.slug), w, "upsert") for w in demo_workflows()),
+            ]
+        )
+
+    def upload(self, name: str, data: bytes, content_type: str = "application/json") -> ObjectFinalized:
+        stored = self.objects.upload(gs_uri(BUCKET, name), data, content_type)
+        return ObjectFinalized(
+            bucket=BUCKET, name=name, generation=stored.generation, size=len(data), content_type=content_type
+        )
+
+    def event_for(self, uri: str) -> ObjectFinalized:
+        found = self.objects.stat(uri)
+        assert found is not None, f"{uri} was not written"
+        _, name = parse_gs_uri(uri)
+        return ObjectFinalized(bucket=BUCKET, name=name, generation=found.generation, size=found.size)
+
+
+# -- The whole local stack, driven as a user does (e2e) --------------------------------------------------------
+
+
+def cli_submit(stack: LocalStack, file: Path, workflow: str = "json-basic") -> subprocess.CompletedProcess[str]:
+    """`validibot submit FILE --workflow WORKFLOW --wait`, as a user runs it against this stack."""
+    env = {**os.environ, **stack.env, **stack.settings_env(), "VALIDIBOT_WEB_URL": stack.web_url}
+    return subprocess.run(
+        [str(VALIDIBOT), "submit", str(file), "--workflow", workflow, "--wait", "--timeout", "120"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def page(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
