@@ -81,7 +81,7 @@ class FoldedStep:
 
 
 def lifecycle_event(
-    event_type: LifecycleType, run_id: str, run: RunDoc, time: datetime, step: StepDoc | None = None
+    event_type: LifecycleType, run_id: str, run: RunDoc, *, time: datetime, step: StepDoc | None = None
 ) -> LifecycleEvent:
     return LifecycleEvent(
         type=event_type,
@@ -113,8 +113,9 @@ def step_spec(run: RunDoc, number: int) -> StepSpec:
     return snapshot(run).steps[number - 1]
 
 
-def build_input(run_id: str, run: RunDoc, attempt_id: str, attempt: AttemptDoc) -> InputEnvelope:
+def build_input(run_id: str, run: RunDoc, scheduled: ScheduledAttempt) -> InputEnvelope:
     """The input envelope of an attempt. Deterministic: rebuilding it gives the same bytes and sha256."""
+    attempt_id, attempt = scheduled.attempt_id, scheduled.attempt
     workflow = snapshot(run)
     spec = workflow.steps[attempt.step - 1]
     validator = get_validator(spec.validator)
@@ -148,7 +149,7 @@ def build_input(run_id: str, run: RunDoc, attempt_id: str, attempt: AttemptDoc) 
 
 
 def input_object(run_id: str, run: RunDoc, scheduled: ScheduledAttempt) -> NewObject:
-    envelope = build_input(run_id, run, scheduled.attempt_id, scheduled.attempt)
+    envelope = build_input(run_id, run, scheduled)
     return NewObject(scheduled.attempt.input_uri, envelope.to_bytes())
 
 
@@ -172,7 +173,7 @@ def schedule_attempt(
         scheduled_at=now,
         timeout_seconds=spec.timeout_seconds or settings.step_timeout_seconds,
     )
-    envelope = build_input(run_id, run, attempt_id, attempt)
+    envelope = build_input(run_id, run, ScheduledAttempt(attempt_id, attempt))
     return ScheduledAttempt(attempt_id, attempt.model_copy(update={"input_sha256": sha256_hex(envelope.to_bytes())}))
 
 

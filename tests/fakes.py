@@ -1,4 +1,6 @@
-"""In-memory implementations of the ports, for unit tests. They honour the real adapters' semantics:
+"""In-memory implementations of the ports, and FakeWorld, the pipeline wired to them, for unit tests.
+
+The fakes honour the real adapters' semantics:
 
 - the run store commits all-or-nothing; `create` fails if the document exists, `replace` if it is gone or its
   update_time differs from the one read, `upsert` never; a failed precondition raises store.ports.Conflict; every
@@ -18,15 +20,42 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+from deploy.provision import demo_workflows
+from functions.pipeline import Pipeline
+from functions.stage import StageContext
 from jobs.launchers.base import LaunchResult
-from schemas.changes import D, DocPath, Versioned, Write, attempt_path, org_path, receipt_path, run_path, step_path
-from schemas.changes import workflow_path as workflow_doc_path
+from jobs.launchers.inline import InlineLauncher
+from schemas.changes import (
+    D,
+    DocPath,
+    Versioned,
+    Write,
+    attempt_path,
+    org_path,
+    receipt_path,
+    run_path,
+    step_path,
+    workflow_path,
+)
 from schemas.documents import AttemptDoc, FindingDoc, OrgDoc, ReceiptDoc, RunDoc, StepDoc, WorkflowDoc
 from schemas.enums import ReceiptStatus
 from schemas.envelopes import InputEnvelope
 from schemas.lifecycle import LifecycleEvent
-from store.ports import MAX_WRITES_PER_COMMIT, Conflict, ObjectConflict, ObjectMissing, ObjectTooLarge, StoredObject
+from schemas.objects import ObjectFinalized
+from schemas.paths import gs_uri, parse_gs_uri
+from schemas.settings import Settings
+from store.ports import (
+    MAX_WRITES_PER_COMMIT,
+    Conflict,
+    ObjectConflict,
+    ObjectMissing,
+    ObjectTooLarge,
+    RunReads,
+    StoredObject,
+)
+from tests.support import Driver
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -61,7 +90,7 @@ class FakeRunStore:
         return self._doc(org_path(org), OrgDoc)
 
     def workflow(self, org: str, slug: str) -> WorkflowDoc | None:
-        return self._doc(workflow_doc_path(org, slug), WorkflowDoc)
+        return self._doc(workflow_path(org, slug), WorkflowDoc)
 
     def run(self, run_id: str) -> Versioned[RunDoc] | None:
         return self._read(run_path(run_id), RunDoc)
@@ -261,3 +290,61 @@ class ScriptedLauncher:
             raise self.error
         self.launched.append(envelope)
         return self.result
+
+
+class ManualClock:
+    """A clock a unit test moves by hand."""
+
+    def __init__(self, start: datetime = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+BUCKET = "unit-bucket"
+
+
+class FakeWorld(Driver):
+    """The whole pipeline on the in-memory fakes: the real inline launcher and validators, a scripted job launcher,
+    a manual clock, and the demo org seeded with the demo workflows (json-basic, energyplus-basic, fmu-basic)."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.fake_store = FakeRunStore()
+        self.objects = FakeObjectStore()
+        self.publisher = RecordingPublisher()
+        self.clock = ManualClock()
+        self.job_launcher = ScriptedLauncher()
+        self.reads: RunReads = FakeRunReads(self.fake_store)
+        config = Settings(bucket=BUCKET, **settings)
+        self.pipeline = Pipeline.wired(
+            StageContext(
+                settings=config,
+                store=self.fake_store,
+                objects=self.objects,
+                publisher=self.publisher,
+                launchers={"inline": InlineLauncher(self.objects, config), "local": self.job_launcher},
+                clock=self.clock,
+            )
+        )
+        self.fake_store.commit(
+            [
+                Write(org_path("demo"), OrgDoc(name="Demo organization", created_at=self.clock()), "upsert"),
+                *(Write(workflow_path(w.org, w.slug), w, "upsert") for w in demo_workflows()),
+            ]
+        )
+
+    def upload(self, name: str, data: bytes, content_type: str = "application/json") -> ObjectFinalized:
+        stored = self.objects.upload(gs_uri(BUCKET, name), data, content_type)
+        return ObjectFinalized(
+            bucket=BUCKET, name=name, generation=stored.generation, size=len(data), content_type=content_type
+        )
+
+    def event_for(self, uri: str) -> ObjectFinalized:
+        found = self.objects.stat(uri)
+        assert found is not None, f"{uri} was not written"
+        _, name = parse_gs_uri(uri)
+        return ObjectFinalized(bucket=BUCKET, name=name, generation=found.generation, size=found.size)

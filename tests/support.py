@@ -2,7 +2,7 @@
 
 The drivers deliver finalize events to a Pipeline the way the platform does, one event at a time:
 - `Harness` on the real emulators (integration tests), uploading with a real Cloud Storage client;
-- `FakeWorld` on the in-memory fakes (unit tests), with the same helpers and no I/O.
+- `tests.fakes.FakeWorld` on the in-memory fakes (unit tests), with the same helpers and no I/O.
 """
 
 from __future__ import annotations
@@ -15,24 +15,20 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from bootstrap import Services
-from deploy.provision import demo_workflows
 from deploy.stack import LocalStack
 from functions.pipeline import Pipeline
-from functions.stage import Handled, Outcome, StageContext
-from jobs.launchers.inline import InlineLauncher
-from schemas.changes import Write, org_path, workflow_path
-from schemas.documents import AttemptDoc, OrgDoc, RunDoc, StepSpec, WorkflowDoc
+from functions.stage import Handled, Outcome
+from schemas.changes import Write, workflow_path
+from schemas.documents import AttemptDoc, RunDoc, StepSpec, WorkflowDoc
 from schemas.envelopes import OutputEnvelope
 from schemas.objects import ObjectFinalized
-from schemas.paths import attempt_id_for, gs_uri, inbox_object, parse_gs_uri, run_id_for
+from schemas.paths import attempt_id_for, inbox_object, parse_gs_uri, run_id_for
 from schemas.settings import Settings
 from store.ports import RunReads, RunStore
-from tests.fakes import FakeObjectStore, FakeRunReads, FakeRunStore, RecordingPublisher, ScriptedLauncher
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -199,64 +195,6 @@ class Harness(Driver):
         run = self.store.run(run_id)
         assert run is not None
         return run_id, run.doc
-
-
-class ManualClock:
-    """A clock a unit test moves by hand."""
-
-    def __init__(self, start: datetime = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-BUCKET = "unit-bucket"
-
-
-class FakeWorld(Driver):
-    """The whole pipeline on the in-memory fakes: the real inline launcher and json-schema validator, a scripted
-    job launcher, a manual clock, and the seeded demo org with its json-basic workflow."""
-
-    def __init__(self, **settings: Any) -> None:
-        self.fake_store = FakeRunStore()
-        self.objects = FakeObjectStore()
-        self.publisher = RecordingPublisher()
-        self.clock = ManualClock()
-        self.job_launcher = ScriptedLauncher()
-        self.reads: RunReads = FakeRunReads(self.fake_store)
-        config = Settings(bucket=BUCKET, **settings)
-        self.pipeline = Pipeline.wired(
-            StageContext(
-                settings=config,
-                store=self.fake_store,
-                objects=self.objects,
-                publisher=self.publisher,
-                launchers={"inline": InlineLauncher(self.objects, config), "local": self.job_launcher},
-                clock=self.clock,
-            )
-        )
-        self.fake_store.commit(
-            [
-                Write(org_path("demo"), OrgDoc(name="Demo organization", created_at=self.clock()), "upsert"),
-                *(Write(workflow_path(w.org, w.slug), w, "upsert") for w in demo_workflows()),
-            ]
-        )
-
-    def upload(self, name: str, data: bytes, content_type: str = "application/json") -> ObjectFinalized:
-        stored = self.objects.upload(gs_uri(BUCKET, name), data, content_type)
-        return ObjectFinalized(
-            bucket=BUCKET, name=name, generation=stored.generation, size=len(data), content_type=content_type
-        )
-
-    def event_for(self, uri: str) -> ObjectFinalized:
-        found = self.objects.stat(uri)
-        assert found is not None, f"{uri} was not written"
-        _, name = parse_gs_uri(uri)
-        return ObjectFinalized(bucket=BUCKET, name=name, generation=found.generation, size=found.size)
 
 
 # -- The whole local stack, driven as a user does (e2e) --------------------------------------------------------

@@ -101,6 +101,6 @@ class IngestStage:
             next_id = following.attempt_id if following else None
             found = store.attempt(receipt.run_id, next_id) if next_id else None
             next_attempt = ScheduledAttempt(next_id, found.doc) if next_id and found else None
-        self.context.perform(ingest_effects(receipt.run_id, run.doc, step, next_attempt))
+        self.context.perform(ingest_effects(receipt.run_id, run.doc, step=step, next_attempt=next_attempt))
         self._complete(PendingReceipt(callback_id, receipt))
         return Handled(Outcome.EFFECTS_REPLAYED)

@@ -69,7 +69,7 @@ def reject(event: ObjectFinalized, path: StepObjectPath, reason: str, *, setting
 
 
 def output_mismatch(
-    event: ObjectFinalized, path: StepObjectPath, output: OutputEnvelope, attempt: AttemptDoc
+    event: ObjectFinalized, path: StepObjectPath, output: OutputEnvelope, *, attempt: AttemptDoc
 ) -> str | None:
     """Why an output cannot be this attempt's, or None when every binding of DESIGN §6 holds."""
     if gs_uri(event.bucket, event.name) != attempt.expected_output_uri:
@@ -92,7 +92,7 @@ _FAILURE_CATEGORY = {
 }
 
 
-def _step_problem(spec: StepSpec, number: int, output: OutputEnvelope, counts: Counts) -> Problem | None:
+def _step_problem(spec: StepSpec, number: int, output: OutputEnvelope, *, counts: Counts) -> Problem | None:
     status = EnvelopeStatus(output.status)
     if status == EnvelopeStatus.SUCCESS:
         return None
@@ -133,7 +133,7 @@ def plan_ingest(
     """Apply a verified output to its attempt, step and run, or record why it was not applied."""
     if run is None or attempt is None:
         return reject(event, path, f"no run {path.run_id} with attempt {path.attempt_id}", settings=settings, now=now)
-    mismatch = output_mismatch(event, path, output, attempt.doc)
+    mismatch = output_mismatch(event, path, output, attempt=attempt.doc)
     if mismatch is not None:
         return reject(event, path, mismatch, settings=settings, now=now)
     doc, current = run.doc, attempt.doc
@@ -146,7 +146,7 @@ def plan_ingest(
 
     spec = step_spec(doc, current.step)
     counts = Counts.of([m.severity for m in output.messages])
-    problem = _step_problem(spec, current.step, output, counts)
+    problem = _step_problem(spec, current.step, output, counts=counts)
     status = EnvelopeStatus(output.status)
     stored = output.messages[: settings.max_findings_per_step]
     step = step_doc(
@@ -198,16 +198,17 @@ def plan_ingest(
     ]
     return Plan(
         writes=writes,
-        effects=ingest_effects(path.run_id, folded.run, step, folded.next_attempt),
+        effects=ingest_effects(path.run_id, folded.run, step=step, next_attempt=folded.next_attempt),
         pending_receipt=PendingReceipt(output.callback_id, receipt),
     )
 
 
-def ingest_effects(run_id: str, run: RunDoc, step: StepDoc, next_attempt: ScheduledAttempt | None) -> Effects:
+def ingest_effects(run_id: str, run: RunDoc, *, step: StepDoc, next_attempt: ScheduledAttempt | None) -> Effects:
     """What follows an applied output: the step's event, then the next input.json or the run's end."""
-    events = [lifecycle_event(LifecycleType.STEP_COMPLETED, run_id, run, step.ended_at or run.created_at, step)]
+    ended = step.ended_at or run.created_at
+    events = [lifecycle_event(LifecycleType.STEP_COMPLETED, run_id, run, time=ended, step=step)]
     if run.ended_at is not None:
-        events.append(lifecycle_event(LifecycleType.RUN_COMPLETED, run_id, run, run.ended_at))
+        events.append(lifecycle_event(LifecycleType.RUN_COMPLETED, run_id, run, time=run.ended_at))
     objects = []
     if next_attempt is not None and next_attempt.attempt.state == AttemptState.SCHEDULED:
         objects.append(input_object(run_id, run, next_attempt))

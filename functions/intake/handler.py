@@ -32,7 +32,7 @@ class IntakeStage:
         submission = None
         if problem is None and workflow is not None:
             limit = submission_limit(workflow, ctx.settings)
-            submission, problem = self._store_submission(run_id, event, path, limit)
+            submission, problem = self._store_submission(run_id, event, path, limit=limit)
         plan = plan_intake(
             run_id,
             event,
@@ -63,7 +63,7 @@ class IntakeStage:
         return Handled(Outcome.EFFECTS_REPLAYED)
 
     def _store_submission(
-        self, run_id: str, event: ObjectFinalized, path: InboxPath, limit: int
+        self, run_id: str, event: ObjectFinalized, path: InboxPath, *, limit: int
     ) -> tuple[Submission | None, Problem | None]:
         """Copy the uploaded version into the run's folder, hashing it on the way."""
         objects = self.context.objects

@@ -128,9 +128,9 @@ def plan_intake(
 
 
 def intake_events(run_id: str, run: RunDoc) -> list[LifecycleEvent]:
-    events = [lifecycle_event(LifecycleType.RUN_CREATED, run_id, run, run.created_at)]
+    events = [lifecycle_event(LifecycleType.RUN_CREATED, run_id, run, time=run.created_at)]
     if run.ended_at is not None:
-        events.append(lifecycle_event(LifecycleType.RUN_COMPLETED, run_id, run, run.ended_at))
+        events.append(lifecycle_event(LifecycleType.RUN_COMPLETED, run_id, run, time=run.ended_at))
     return events
 
 

@@ -56,7 +56,7 @@ class LaunchStage:
             ctx.perform(plan.effects)
             if envelope is None or plan.claimed is None:
                 return Handled(Outcome.FAILED, problem)
-            return self._start(event, path, plan.claimed, envelope)
+            return self._start(event, path, claimed=plan.claimed, envelope=envelope)
         raise RuntimeError(f"attempt {path.run_id}/{path.attempt_id} kept changing while being claimed")
 
     def _read_input(self, event: ObjectFinalized, expected_sha256: str) -> tuple[InputEnvelope | None, str | None]:
@@ -77,7 +77,7 @@ class LaunchStage:
             return None, f"input.json is not a valid input envelope: {short(exc)}"
 
     def _start(
-        self, event: ObjectFinalized, path: StepObjectPath, claimed: AttemptDoc, envelope: InputEnvelope
+        self, event: ObjectFinalized, path: StepObjectPath, *, claimed: AttemptDoc, envelope: InputEnvelope
     ) -> Handled:
         launcher = self.context.launchers.get(claimed.launcher)
         try:

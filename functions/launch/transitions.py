@@ -68,7 +68,7 @@ def plan_launch(
             Write(step_path(run_id, current.step), step, "upsert"),
             run_write(run_id, new_run, run.update_time),
         ],
-        effects=Effects(events=[lifecycle_event(LifecycleType.STEP_STARTED, run_id, new_run, now, step)]),
+        effects=Effects(events=[lifecycle_event(LifecycleType.STEP_STARTED, run_id, new_run, time=now, step=step)]),
         claimed=claimed,
     )
 
@@ -107,8 +107,8 @@ def fail_launch(
         ],
         effects=Effects(
             events=[
-                lifecycle_event(LifecycleType.STEP_COMPLETED, run_id, folded.run, now, step),
-                lifecycle_event(LifecycleType.RUN_COMPLETED, run_id, folded.run, now),
+                lifecycle_event(LifecycleType.STEP_COMPLETED, run_id, folded.run, time=now, step=step),
+                lifecycle_event(LifecycleType.RUN_COMPLETED, run_id, folded.run, time=now),
             ]
         ),
     )

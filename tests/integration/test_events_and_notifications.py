@@ -76,7 +76,7 @@ def test_storage_notification_from_the_emulator_decodes_to_the_uploaded_object(
     harness: Harness, emulators: LocalStack
 ) -> None:
     settings = emulators.settings
-    subscriber = pubsub_v1.SubscriberClient()
+    subscriber = emulators.services.subscriber_client
     subscription = subscriber.subscription_path(settings.project, f"notes-{uuid.uuid4().hex[:10]}")
     subscriber.create_subscription(
         name=subscription, topic=f"projects/{settings.project}/topics/{settings.notifications_topic}"

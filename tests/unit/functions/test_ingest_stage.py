@@ -11,7 +11,7 @@ from functions.stage import Handled, Outcome
 from schemas.changes import Write, run_path
 from schemas.enums import ErrorCategory, LifecycleType, ReceiptStatus, RunStatus
 from schemas.paths import attempt_id_for, parse_gs_uri
-from tests.fakes import Crash
+from tests.fakes import Crash, FakeWorld
 from tests.support import (
     APPLIED,
     CREATED,
@@ -19,7 +19,6 @@ from tests.support import (
     INVALID,
     INVALID_MESSAGES,
     LAUNCHED,
-    FakeWorld,
     genuine_output,
     json_step,
 )

@@ -8,8 +8,8 @@ from functions.stage import Handled, Outcome
 from schemas.enums import AttemptState, ErrorCategory, LifecycleType, RunStatus
 from schemas.envelopes import sha256_hex
 from schemas.paths import attempt_id_for, inbox_object, run_id_for
-from tests.fakes import Crash
-from tests.support import CREATED, DUPLICATE, LAUNCHED, VALID, FakeWorld
+from tests.fakes import Crash, FakeWorld
+from tests.support import CREATED, DUPLICATE, LAUNCHED, VALID
 
 REPLAYED = Handled(Outcome.EFFECTS_REPLAYED)
 

@@ -8,7 +8,8 @@ from functions.stage import Handled, Outcome
 from jobs.launchers.base import LauncherBusy, LaunchRefused, LaunchResult
 from schemas.enums import AttemptState, ErrorCategory, JobStatus, LifecycleType, RunStatus, StepStatus
 from schemas.paths import attempt_id_for
-from tests.support import APPLIED, CREATED, DUPLICATE, LAUNCHED, VALID, FakeWorld
+from tests.fakes import FakeWorld
+from tests.support import APPLIED, CREATED, DUPLICATE, LAUNCHED, VALID
 
 
 def scheduled(world: FakeWorld, workflow: str = "json-basic", filename: str = "a.json") -> str:
