@@ -39,6 +39,14 @@ class IntegrityError(Exception):
     """The bytes read are not the bytes the envelope promised."""
 
 
+def one_commit(writes: Iterable[Write]) -> list[Write]:
+    """The writes of one commit, refused as a whole past Firestore's limit (every RunStore keeps the same bound)."""
+    batch = list(writes)
+    if len(batch) > MAX_WRITES_PER_COMMIT:
+        raise ValueError(f"{len(batch)} writes exceed Firestore's {MAX_WRITES_PER_COMMIT} per commit")
+    return batch
+
+
 @dataclass(frozen=True)
 class StoredObject:
     uri: str

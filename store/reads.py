@@ -5,21 +5,18 @@ from __future__ import annotations
 
 from google.cloud import firestore
 
-from schemas.changes import D, DocPath, run_path, step_path
+from schemas.changes import run_path, step_path
 from schemas.documents import FindingDoc, ReceiptDoc, RunDoc, StepDoc
 from schemas.enums import ReceiptStatus
+from store.runs import read_doc
 
 
 class FirestoreRunReads:
     def __init__(self, client: firestore.Client) -> None:
         self._db = client
 
-    def _doc(self, path: DocPath, model: type[D]) -> D | None:
-        snapshot = self._db.document(*path).get()
-        return model.model_validate(snapshot.to_dict()) if snapshot.exists else None
-
     def run(self, run_id: str) -> RunDoc | None:
-        return self._doc(run_path(run_id), RunDoc)
+        return read_doc(self._db, run_path(run_id), RunDoc)
 
     def runs_for_org(self, org: str, limit: int) -> list[tuple[str, RunDoc]]:
         query = (
@@ -31,7 +28,7 @@ class FirestoreRunReads:
         return [(d.id, RunDoc.model_validate(d.to_dict())) for d in query.stream()]
 
     def step(self, run_id: str, step_number: int) -> StepDoc | None:
-        return self._doc(step_path(run_id, step_number), StepDoc)
+        return read_doc(self._db, step_path(run_id, step_number), StepDoc)
 
     def steps(self, run_id: str) -> list[StepDoc]:
         docs = self._db.document(*run_path(run_id)).collection("steps").order_by("number").stream()

@@ -20,7 +20,7 @@ from schemas.changes import (
     workflow_path,
 )
 from schemas.documents import AttemptDoc, OrgDoc, ReceiptDoc, RunDoc, StepDoc, WorkflowDoc
-from store.ports import MAX_WRITES_PER_COMMIT, Conflict
+from store.ports import Conflict, one_commit
 
 
 def read_versioned(db: firestore.Client, path: DocPath, model: type[D]) -> Versioned[D] | None:
@@ -30,19 +30,20 @@ def read_versioned(db: firestore.Client, path: DocPath, model: type[D]) -> Versi
     return Versioned(model.model_validate(snapshot.to_dict()), snapshot.update_time)
 
 
+def read_doc(db: firestore.Client, path: DocPath, model: type[D]) -> D | None:
+    found = read_versioned(db, path, model)
+    return found.doc if found else None
+
+
 class FirestoreRunStore:
     def __init__(self, client: firestore.Client) -> None:
         self._db = client
 
-    def _doc(self, path: DocPath, model: type[D]) -> D | None:
-        found = read_versioned(self._db, path, model)
-        return found.doc if found else None
-
     def org(self, org: str) -> OrgDoc | None:
-        return self._doc(org_path(org), OrgDoc)
+        return read_doc(self._db, org_path(org), OrgDoc)
 
     def workflow(self, org: str, slug: str) -> WorkflowDoc | None:
-        return self._doc(workflow_path(org, slug), WorkflowDoc)
+        return read_doc(self._db, workflow_path(org, slug), WorkflowDoc)
 
     def run(self, run_id: str) -> Versioned[RunDoc] | None:
         return read_versioned(self._db, run_path(run_id), RunDoc)
@@ -51,20 +52,18 @@ class FirestoreRunStore:
         return read_versioned(self._db, attempt_path(run_id, attempt_id), AttemptDoc)
 
     def step(self, run_id: str, step_number: int) -> StepDoc | None:
-        return self._doc(step_path(run_id, step_number), StepDoc)
+        return read_doc(self._db, step_path(run_id, step_number), StepDoc)
 
     def receipt(self, receipt_id: str) -> ReceiptDoc | None:
-        return self._doc(receipt_path(receipt_id), ReceiptDoc)
+        return read_doc(self._db, receipt_path(receipt_id), ReceiptDoc)
 
     def commit(self, writes: Iterable[Write]) -> None:
         """Apply every write or none; raise Conflict when a precondition fails."""
-        writes = list(writes)
-        if not writes:
+        planned = one_commit(writes)
+        if not planned:
             return
-        if len(writes) > MAX_WRITES_PER_COMMIT:
-            raise ValueError(f"{len(writes)} writes exceed Firestore's {MAX_WRITES_PER_COMMIT} per commit")
         batch = self._db.batch()
-        for write in writes:
+        for write in planned:
             ref, data = self._db.document(*write.path), write.doc.to_firestore()
             if write.mode == "create":
                 batch.create(ref, data)

@@ -47,13 +47,13 @@ from schemas.objects import ObjectFinalized
 from schemas.paths import gs_uri, parse_gs_uri
 from schemas.settings import Settings
 from store.ports import (
-    MAX_WRITES_PER_COMMIT,
     Conflict,
     ObjectConflict,
     ObjectMissing,
     ObjectTooLarge,
     RunReads,
     StoredObject,
+    one_commit,
 )
 from tests.support import Driver
 
@@ -105,22 +105,20 @@ class FakeRunStore:
         return self._doc(receipt_path(receipt_id), ReceiptDoc)
 
     def commit(self, writes: Iterable[Write]) -> None:
-        writes = list(writes)
-        if not writes:
+        planned = one_commit(writes)
+        if not planned:
             return
-        if len(writes) > MAX_WRITES_PER_COMMIT:
-            raise ValueError(f"{len(writes)} writes exceed Firestore's {MAX_WRITES_PER_COMMIT} per commit")
         while self._hooks:
             self._hooks.pop(0)()
         with self._lock:
-            for write in writes:
+            for write in planned:
                 existing = self._docs.get(write.path)
                 if write.mode == "create" and existing is not None:
                     raise Conflict(f"{'/'.join(write.path)} already exists")
                 if write.mode == "replace" and (existing is None or existing[1] != write.read_at):
                     raise Conflict(f"{'/'.join(write.path)} changed since it was read")
             update_time = EPOCH + timedelta(microseconds=next(self._ticks))
-            for write in writes:
+            for write in planned:
                 self._docs[write.path] = (copy.deepcopy(write.doc.to_firestore()), update_time)
             self.commits += 1
 
