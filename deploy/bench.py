@@ -6,7 +6,9 @@ All figures come from one run on one machine, so ratios are meaningful even when
   and its ratio to three floor hops;
 - burst: N concurrent uploads, runs reaching a terminal status per second;
 - EnergyPlus: the example model (60 timesteps an hour, a year) through the pipeline as a local job, upload →
-  verdict, against the same prepared model run directly with the `energyplus` binary, alternating, p50 each.
+  verdict, against the same prepared model run directly with the `energyplus` binary, alternating, p50 each;
+- fairness: six 7 MB documents with 450,000 violations each, then one 70-byte document: seconds from the small
+  one's upload to its verdict, how long the large ones took, and whether each ended counting all its violations.
 Times are taken from the clocks of the functions themselves (same machine), so polling adds no error.
 """
 
@@ -33,7 +35,7 @@ from jobs.validators.energyplus import (
     prepare_model,
 )
 from schemas.changes import Write, workflow_path
-from schemas.documents import StepSpec, WorkflowDoc
+from schemas.documents import RunDoc, StepSpec, WorkflowDoc
 from schemas.enums import RunStatus
 from schemas.paths import inbox_object, run_id_for
 from schemas.settings import Settings
@@ -48,6 +50,14 @@ BURST_UPLOADERS = 16
 ENERGYPLUS_MODEL = Path(__file__).resolve().parent.parent / "examples" / "small-office.idf"
 ENERGYPLUS_WORKFLOW = "energyplus-bench"
 ENERGYPLUS_CONFIG = EnergyPlusConfig(weather_file="USA_CO_Golden-NREL.724666_TMY3.epw", timesteps_per_hour=60)
+FAIRNESS_WORKFLOW = "fairness-bench"
+FAIRNESS_LARGE = 6
+FAIRNESS_VIOLATIONS = 450_000
+FAIRNESS_WAIT_SECONDS = 1800.0
+FAIRNESS_SCHEMA = {"type": "array", "items": {"type": "object", "properties": {"value": {"type": "integer"}}}}
+# Every item breaks the schema once: 16 bytes each, about 7 MB in all.
+LARGE_DOCUMENT = json.dumps([{"value": "abc"}] * FAIRNESS_VIOLATIONS, separators=(",", ":")).encode()
+SMALL_DOCUMENT = json.dumps([{"value": n} for n in range(6)]).encode()
 DOCUMENT = json.dumps({"building_id": "B-0001", "name": "Bench", "floor_area_m2": 100.0, "climate_zone": "4A"}).encode()
 
 
@@ -56,28 +66,30 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def _wait_for(check, what: str, poll_seconds: float = POLL_SECONDS):
-    deadline = time.monotonic() + WAIT_SECONDS
+def _wait_for(check, what: str, poll_seconds: float = POLL_SECONDS, wait_seconds: float = WAIT_SECONDS):
+    deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
         found = check()
         if found is not None:
             return found
         time.sleep(poll_seconds)
-    raise TimeoutError(f"no {what} after {WAIT_SECONDS:.0f}s")
+    raise TimeoutError(f"no {what} after {wait_seconds:.0f}s")
 
 
 class Bench:
     def __init__(self, stack: LocalStack) -> None:
         services = stack.services
         self.settings = services.settings
-        self.bucket = services.storage_client.bucket(self.settings.bucket)
+        # The floor's objects go where the pipeline ignores them; submissions go to the inbox, as users' do.
+        self.pipeline_bucket = services.storage_client.bucket(self.settings.bucket)
+        self.inbox = services.storage_client.bucket(self.settings.inbox_bucket)
         self.db = services.firestore_client
         self.reads = services.run_reads
         self.store = services.run_store
 
     def upload(self, name: str, data: bytes = DOCUMENT, content_type: str = "application/json") -> tuple[float, int]:
         started = time.time()
-        blob = self.bucket.blob(name)
+        blob = (self.inbox if name.startswith("inbox/") else self.pipeline_bucket).blob(name)
         blob.upload_from_string(data, content_type=content_type)
         return started, int(blob.generation)
 
@@ -88,21 +100,39 @@ class Bench:
         arrived = _wait_for(lambda: (ref.get().to_dict() or {}).get("arrived"), "floor record")
         return (arrived - started) * 1000
 
-    def run_end(self, run_id: str, poll_seconds: float = POLL_SECONDS) -> float:
-        def ended() -> float | None:
+    def verdict(self, run_id: str, poll_seconds: float = POLL_SECONDS, wait_seconds: float = WAIT_SECONDS) -> RunDoc:
+        def ended() -> RunDoc | None:
             found = self.reads.run(run_id)
-            if found is None or not RunStatus(found.status).is_terminal:
-                return None
-            if found.status != RunStatus.SUCCEEDED or found.ended_at is None:
-                raise RuntimeError(f"benchmark run {run_id} ended {found.status}: {found.error}")
-            return found.ended_at.timestamp()
+            return found if found is not None and RunStatus(found.status).is_terminal else None
 
-        return _wait_for(ended, f"verdict for run {run_id}", poll_seconds)
+        return _wait_for(ended, f"verdict for run {run_id}", poll_seconds, wait_seconds)
 
-    def submit(self) -> tuple[float, str]:
-        name = inbox_object(DEMO_ORG, "json-basic", f"bench-{uuid.uuid4().hex}.json")
-        started, generation = self.upload(name)
-        return started, run_id_for(self.settings.bucket, name, generation)
+    def run_end(self, run_id: str, poll_seconds: float = POLL_SECONDS) -> float:
+        found = self.verdict(run_id, poll_seconds)
+        if found.status != RunStatus.SUCCEEDED or found.ended_at is None:
+            raise RuntimeError(f"benchmark run {run_id} ended {found.status}: {found.error}")
+        return found.ended_at.timestamp()
+
+    def submit(self, workflow: str = "json-basic", data: bytes = DOCUMENT) -> tuple[float, str]:
+        name = inbox_object(DEMO_ORG, workflow, f"bench-{uuid.uuid4().hex}.json")
+        started, generation = self.upload(name, data)
+        return started, run_id_for(self.settings.inbox_bucket, name, generation)
+
+    def fairness(self) -> tuple[float, float, bool]:
+        """(small document's upload → verdict s, first large upload → last large verdict s, all large counted)."""
+        step = StepSpec(
+            key="values", name="Integer values", validator="json-schema", config={"schema": FAIRNESS_SCHEMA}
+        )
+        workflow = WorkflowDoc(org=DEMO_ORG, slug=FAIRNESS_WORKFLOW, name="Fairness benchmark", steps=[step])
+        self.store.commit([Write(workflow_path(DEMO_ORG, FAIRNESS_WORKFLOW), workflow, "upsert")])
+        with ThreadPoolExecutor(max_workers=FAIRNESS_LARGE) as pool:
+            large = list(pool.map(lambda _: self.submit(FAIRNESS_WORKFLOW, LARGE_DOCUMENT), range(FAIRNESS_LARGE)))
+        started, small = self.submit(FAIRNESS_WORKFLOW, SMALL_DOCUMENT)
+        small_end = self.run_end(small)
+        ends = [self.verdict(run_id, SIMULATION_POLL_SECONDS, FAIRNESS_WAIT_SECONDS) for _, run_id in large]
+        counted = all(end.counts.ERROR == FAIRNESS_VIOLATIONS for end in ends)
+        last = max(end.ended_at.timestamp() for end in ends if end.ended_at is not None)
+        return small_end - started, last - min(s for s, _ in large), counted
 
     def end_to_end_ms(self) -> float:
         started, run_id = self.submit()
@@ -121,7 +151,7 @@ class Bench:
     def energyplus_pipeline_ms(self) -> float:
         name = inbox_object(DEMO_ORG, ENERGYPLUS_WORKFLOW, f"bench-{uuid.uuid4().hex}.idf")
         started, generation = self.upload(name, ENERGYPLUS_MODEL.read_bytes(), "text/plain")
-        run_id = run_id_for(self.settings.bucket, name, generation)
+        run_id = run_id_for(self.settings.inbox_bucket, name, generation)
         return (self.run_end(run_id, SIMULATION_POLL_SECONDS) - started) * 1000
 
     def burst(self, count: int) -> tuple[float, list[float]]:
@@ -149,7 +179,10 @@ def energyplus_direct_ms() -> float:
 
 
 def run_benchmark(samples: int, burst: int, energyplus_samples: int, log_dir: Path) -> str:
-    settings = Settings(bucket="validibot-bench")
+    # Six concurrent jobs, so that the fairness run measures sharing the machine, not the busy launcher's retries.
+    settings = Settings(
+        bucket="validibot-bench", inbox_bucket="validibot-bench-inbox", local_max_concurrent_jobs=FAIRNESS_LARGE
+    )
     stack = LocalStack(Ports.free(), settings, log_dir)
     floor_port = Ports.free().functions
     try:
@@ -181,6 +214,7 @@ def run_benchmark(samples: int, burst: int, energyplus_samples: int, log_dir: Pa
             direct_ms.append(energyplus_direct_ms())
             pipeline_ms.append(bench.energyplus_pipeline_ms())
         runs_per_s, burst_ms = bench.burst(burst)
+        small_verdict_s, large_span_s, large_counted = bench.fairness()
     finally:
         stack.stop()
 
@@ -202,6 +236,11 @@ def run_benchmark(samples: int, burst: int, energyplus_samples: int, log_dir: Pa
             "energyplus_pipeline_p50_ms": round(statistics.median(pipeline_ms), 1),
             "energyplus_overhead_ms": round(statistics.median(pipeline_ms) - statistics.median(direct_ms), 1),
             "energyplus_overhead_ratio": round(statistics.median(pipeline_ms) / statistics.median(direct_ms), 3),
+            "fairness_large_documents": FAIRNESS_LARGE,
+            "fairness_large_mb": round(len(LARGE_DOCUMENT) / 1e6, 1),
+            "fairness_small_verdict_s": round(small_verdict_s, 2),
+            "fairness_large_span_s": round(large_span_s, 1),
+            "fairness_large_all_violations_counted": large_counted,
             "cpus": os.cpu_count(),
         }
     )

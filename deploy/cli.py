@@ -106,7 +106,8 @@ def _print_ready(stack: LocalStack, settings: Settings, workflows: list[str]) ->
 validibot is up.
   dashboard   {stack.web_url}/orgs/{DEMO_ORG}/runs
   functions   {stack.functions_url}   (push subscription {settings.pipeline_subscription})
-  bucket      gs://{settings.bucket}  (Cloud Storage emulator {stack.env["STORAGE_EMULATOR_HOST"]})
+  uploads     gs://{settings.inbox_bucket}/inbox/{DEMO_ORG}/<workflow>/
+  storage     Cloud Storage emulator {stack.env["STORAGE_EMULATOR_HOST"]}
   workflows   {", ".join(workflows)}   (org {DEMO_ORG})
 
 Submit a file (in another terminal):
@@ -119,7 +120,7 @@ Ctrl-C stops everything."""
 
 
 def _upload(services: Services, file: Path, org: str, workflow: str) -> str:
-    bucket = services.settings.bucket
+    bucket = services.settings.inbox_bucket
     name = inbox_object(org, workflow, file.name)
     blob = services.storage_client.bucket(bucket).blob(name)
     content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"

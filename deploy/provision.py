@@ -65,7 +65,8 @@ def provision(services: Services, push_to: str | None) -> None:
                 }
             )
         )
-    _ignore_exists(lambda: services.storage_client.create_bucket(settings.bucket))
+    for bucket in (settings.bucket, settings.inbox_bucket):
+        _ignore_exists(lambda bucket=bucket: services.storage_client.create_bucket(bucket))
 
 
 def _ignore_exists(create: Callable[[], object]) -> None:

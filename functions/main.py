@@ -28,7 +28,10 @@ def get_pipeline() -> Pipeline:
     with _lock:
         if _pipeline is None:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-            _pipeline = Services.from_environment().pipeline
+            services = Services.from_environment()
+            # Without the secret no output can be verified: fail every delivery loudly rather than reject them all.
+            services.settings.signing_secret_bytes()
+            _pipeline = services.pipeline
         return _pipeline
 
 

@@ -37,9 +37,23 @@ class Pipeline:
         return cls(context, {kind: make(context) for kind, make in ROUTES.items()})
 
     def handle(self, event: ObjectFinalized) -> Handled:
-        """Route a finalized object by its path to its stage; returns what was done, for logs and tests."""
+        """Route a finalized object by its bucket and path to its stage; returns what was done, for logs and tests.
+
+        Submissions count only in the inbox bucket and step objects only in the pipeline bucket, so nobody who can
+        write the inbox can start or answer a step.
+        """
+        settings = self.context.settings
         path = parse_object_name(event.name)
-        if path is None or event.bucket != self.context.settings.bucket:
+        expected_bucket = settings.inbox_bucket if path is not None and path.kind == "submission" else settings.bucket
+        if event.bucket == settings.inbox_bucket and (path is None or event.bucket != expected_bucket):
+            # A user put it there: say so where operators and the uploader's admins can find it, not in debug.
+            log.warning(
+                "refused gs://%s/%s: uploads go to inbox/{org}/{workflow}/{file} in this bucket",
+                event.bucket,
+                event.name,
+            )
+            return Handled(Outcome.IGNORED, "not an inbox/{org}/{workflow}/{file} upload")
+        if path is None or event.bucket != expected_bucket:
             log.debug("ignored gs://%s/%s: not a pipeline object", event.bucket, event.name)
             return Handled(Outcome.IGNORED)
         started = time.perf_counter()

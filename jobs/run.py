@@ -4,10 +4,13 @@ Environment:
   VALIDIBOT_INPUT_URI    where input.json is (gs://bucket/... or file:///path)
   VALIDIBOT_OUTPUT_URI   optional; when set it must equal the envelope's context.expected_output_uri
   VALIDIBOT_RUN_ID       optional; when set it must equal the envelope's run_id
+  VALIDIBOT_SIGNING_KEY  the attempt's output-signing key (DESIGN §6); read once, then removed from the
+                         environment so that nothing the job starts can see it
   VALIDIBOT_PARENT_PID   set by the local launcher: the job kills its process group when that parent goes away
 
 Exit status: 0 a verdict was written (or output.json already existed, so nothing was computed); 1 a failed_runtime
-output was written; 2 the job was started wrongly (no or unreadable envelope, mismatched URIs) and wrote nothing.
+output was written; 2 the job was started wrongly (no or unreadable envelope, mismatched URIs, no signing key) and
+wrote nothing.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ from urllib.parse import unquote, urlparse
 from pydantic import ValidationError
 
 from bootstrap import Services
-from jobs.runtime import execute, report_failure
+from jobs.runtime import Assignment, execute, report_failure
 from jobs.validators.base import ValidationResult
 from schemas.enums import EnvelopeStatus
 from schemas.envelopes import InputEnvelope, sha256_hex
 from schemas.settings import Settings
+from schemas.signing import SIGNING_KEY_ENV
 from store.ports import ObjectMissing, ObjectStore, ObjectTooLarge
 
 log = logging.getLogger("validibot.job")
@@ -91,8 +95,9 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def run(environ: dict[str, str], settings: Settings, objects: ObjectStore) -> int:
     input_uri = environ.get("VALIDIBOT_INPUT_URI")
-    if not input_uri:
-        log.error("VALIDIBOT_INPUT_URI is not set")
+    signing_key = environ.get(SIGNING_KEY_ENV)
+    if not input_uri or not signing_key:
+        log.error("VALIDIBOT_INPUT_URI and %s must both be set by the launcher", SIGNING_KEY_ENV)
         return EXIT_BAD_START
     try:
         data = read_envelope(input_uri, objects, settings.max_envelope_bytes)
@@ -100,17 +105,17 @@ def run(environ: dict[str, str], settings: Settings, objects: ObjectStore) -> in
     except BadStart as exc:
         log.error("cannot start: %s", exc)
         return EXIT_BAD_START
-    input_sha256 = sha256_hex(data)
+    assignment = Assignment(envelope, sha256_hex(data), signing_key)
     started_at = datetime.now(UTC)
     attempt = f"run {envelope.run_id} attempt {envelope.context.attempt_id}"
     try:
-        output = execute(envelope, input_sha256, objects, settings)
+        output = execute(assignment, objects, settings)
     except Exception as exc:
         log.exception("%s: the job crashed", attempt)
         result = ValidationResult(
             runtime_error=f"the validation job stopped unexpectedly ({type(exc).__name__}); operators have the logs"
         )
-        report_failure(objects, envelope, input_sha256, result, started_at, settings)
+        report_failure(objects, assignment, result, started_at=started_at, settings=settings)
         return EXIT_RUNTIME_FAILURE
     if output is None:
         log.info("%s: output.json already exists; nothing computed", attempt)
@@ -124,8 +129,10 @@ def main() -> int:
     parent = os.environ.get("VALIDIBOT_PARENT_PID")
     if parent:
         _die_with_parent(int(parent))
+    environ = dict(os.environ)
+    os.environ.pop(SIGNING_KEY_ENV, None)
     services = Services.from_environment()
-    return run(dict(os.environ), services.settings, services.objects)
+    return run(environ, services.settings, services.objects)
 
 
 if __name__ == "__main__":

@@ -6,29 +6,50 @@ import hashlib
 import logging
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from jobs.registry import UnknownValidator, get_validator
-from jobs.validators.base import ArtifactFile, ConfigError, InputFile, ValidationContext, ValidationResult
+from jobs.validators.base import (
+    ArtifactFile,
+    ConfigError,
+    InputFile,
+    OverBudget,
+    ValidationContext,
+    ValidationResult,
+)
 from schemas.enums import Severity
 from schemas.envelopes import (
     RUNTIME_CODE,
     TIMEOUT_CODE,
     Artifact,
+    Counts,
     InputEnvelope,
     Message,
     OutputEnvelope,
     Timing,
 )
-from schemas.paths import UnsafeName, check_filename
+from schemas.paths import ARTIFACTS_FOLDER, UnsafeName, check_filename
 from schemas.settings import Settings
-from store.ports import IntegrityError, ObjectConflict, ObjectMissing, ObjectStore, download_verified
+from schemas.signing import sign, signature_valid
+from store.ports import (
+    IntegrityError,
+    ObjectConflict,
+    ObjectMissing,
+    ObjectStore,
+    ObjectTooLarge,
+    StoredObject,
+    download_verified,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_INPUT_FILENAME = 255
-ARTIFACTS_FOLDER = "artifacts/"
+# Kept free in output.json for the summary of messages not listed.
+SUMMARY_ROOM_BYTES = 1024
+# A create-only write that meets a forgery replaces it; a forger who keeps rewriting gets this many rounds.
+WRITE_TRIES = 3
 
 
 def _inside(root: Path, *parts: str) -> Path:
@@ -82,14 +103,24 @@ def _store_artifacts(
                 raise
             stored = found
         artifacts.append(
-            Artifact(name=name, uri=stored.uri, size_bytes=stored.size, sha256=stored.sha256, mime_type=file.mime_type)
+            Artifact(
+                name=name,
+                uri=stored.uri,
+                size_bytes=stored.size,
+                sha256=stored.sha256,
+                mime_type=file.mime_type,
+                generation=stored.generation,
+            )
         )
     return artifacts, notes
 
 
-def _validate(envelope: InputEnvelope, objects: ObjectStore, scratch: Path) -> ValidationResult:
+def _validate(
+    envelope: InputEnvelope, objects: ObjectStore, scratch: Path, budget_seconds: float | None
+) -> ValidationResult:
     """Run the envelope's validator; every failure becomes a result with a user-facing message."""
-    deadline = time.monotonic() + envelope.context.timeout_seconds
+    started = time.monotonic()
+    deadline = started + envelope.context.timeout_seconds
     try:
         validator = get_validator(envelope.validator.id)
         files = _fetch_inputs(envelope, objects, scratch)
@@ -102,8 +133,11 @@ def _validate(envelope: InputEnvelope, objects: ObjectStore, scratch: Path) -> V
                 workdir=workdir,
                 timeout_seconds=envelope.context.timeout_seconds,
                 deadline=deadline,
+                budget_deadline=None if budget_seconds is None else started + budget_seconds,
             )
         )
+    except OverBudget:
+        raise
     except IntegrityError as exc:
         return ValidationResult(runtime_error=f"an input file changed after the run was created: {exc}")
     except ObjectMissing as exc:
@@ -116,79 +150,172 @@ def _validate(envelope: InputEnvelope, objects: ObjectStore, scratch: Path) -> V
         return ValidationResult(runtime_error=f"the {envelope.validator.id} validator failed unexpectedly")
 
 
+@dataclass(frozen=True)
+class Assignment:
+    """One attempt's work as a launcher hands it over: its envelope, the sha256 of the input.json bytes, and the key
+    its verdict must be signed with (which never leaves the launch environment)."""
+
+    envelope: InputEnvelope
+    input_sha256: str
+    signing_key: str = field(repr=False)
+
+
+def _shortened(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[: max(limit - 40, 0)]}… ({len(text) - limit + 40} more characters)"[:limit]
+
+
+def _bounded_message(message: Message, settings: Settings) -> Message:
+    """A message within what one finding may store: long texts and names are shortened, never refused."""
+    location = message.location
+    if location is not None and location.path is not None:
+        location = location.model_copy(update={"path": _shortened(location.path, settings.max_name_chars)})
+    return message.model_copy(
+        update={
+            "code": _shortened(message.code, settings.max_name_chars),
+            "text": _shortened(message.text, settings.max_message_chars),
+            "location": location,
+        }
+    )
+
+
+def _json_size(message: Message) -> int:
+    # As written by to_bytes(): indented two levels deeper inside the messages list.
+    dumped = message.model_dump_json(indent=2)
+    return len(dumped.encode()) + 4 * dumped.count("\n") + 8
+
+
+def _listed(messages: list[Message], room_bytes: int, max_messages: int) -> int:
+    """How many of `messages`, in order, fit in `room_bytes` of output.json and the listing limit."""
+    used = 0
+    for count, message in enumerate(messages[:max_messages]):
+        used += _json_size(message)
+        if used > room_bytes:
+            return count
+    return min(len(messages), max_messages)
+
+
 def build_output(
-    envelope: InputEnvelope,
-    input_sha256: str,
+    assignment: Assignment,
     result: ValidationResult,
+    *,
     started_at: datetime,
-    finished_at: datetime,
-    max_messages: int,
+    settings: Settings,
     artifacts: list[Artifact] | None = None,
 ) -> OutputEnvelope:
-    messages = result.messages
+    """The output envelope, within VALIDIBOT_MAX_ENVELOPE_BYTES and the listing limit whatever the validator
+    reported: messages past what fits are summarised, and `counts` covers every one of them."""
+    envelope = assignment.envelope
+    reported = [_bounded_message(m, settings) for m in result.messages]
     if result.runtime_error is not None:
         code = TIMEOUT_CODE if result.timed_out else RUNTIME_CODE
-        messages = [*messages, Message(severity=Severity.ERROR, code=code, text=result.runtime_error)]
-    if len(messages) > max_messages:
-        dropped = len(messages) - max_messages + 1
-        messages = [
-            *messages[: max_messages - 1],
-            Message(
-                severity=Severity.INFO,
-                code="truncated",
-                text=f"{dropped} more messages were dropped (limit VALIDIBOT_MAX_MESSAGES_PER_OUTPUT)",
-            ),
-        ]
-    return OutputEnvelope(
+        failure = Message(severity=Severity.ERROR, code=code, text=result.runtime_error)
+        reported.append(_bounded_message(failure, settings))
+    output = OutputEnvelope(
         run_id=envelope.run_id,
         step_key=envelope.workflow.step_key,
         attempt_id=envelope.context.attempt_id,
         callback_id=envelope.context.callback_id,
-        input_envelope_sha256=input_sha256,
+        input_envelope_sha256=assignment.input_sha256,
         validator=envelope.validator,
         status=result.status,
-        timing=Timing(started_at=started_at, finished_at=finished_at),
-        messages=messages,
+        timing=Timing(started_at=started_at, finished_at=datetime.now(UTC)),
+        counts=Counts.of([m.severity for m in reported]),
         metrics=result.metrics,
         artifacts=artifacts or [],
         outputs=result.outputs,
     )
+    room = settings.max_envelope_bytes - len(output.to_bytes()) - SUMMARY_ROOM_BYTES
+    # The runtime's own failure message goes last and is always listed: it is the step's reason.
+    own = reported[-1:] if result.runtime_error is not None else []
+    validators = reported[: len(reported) - len(own)]
+    room -= sum(_json_size(m) for m in own)
+    listed = _listed(validators, room, settings.max_messages_per_output - len(own) - 1)
+    if listed == len(validators):
+        return output.model_copy(update={"messages": reported})
+    omitted = Counts.of([m.severity for m in validators[listed:]])
+    summary = Message(
+        severity=Severity.INFO,
+        code="truncated",
+        text=f"{len(validators) - listed} more messages are not listed ({omitted.ERROR} errors, "
+        f"{omitted.WARNING} warnings, {omitted.INFO} infos; VALIDIBOT_MAX_MESSAGES_PER_OUTPUT, "
+        "VALIDIBOT_MAX_ENVELOPE_BYTES); the counts include them",
+    )
+    # The summary is a message of the output like any other: counted, so counts cover every listed message too.
+    counts = output.message_counts().plus(Counts(INFO=1))
+    return output.model_copy(update={"messages": [*validators[:listed], summary, *own], "counts": counts})
 
 
-def write_output(objects: ObjectStore, envelope: InputEnvelope, output: OutputEnvelope) -> bool:
-    """Create output.json; False when it already exists (another run of this attempt finished first)."""
-    try:
-        objects.write_new(envelope.context.expected_output_uri, output.to_bytes(), "application/json")
-    except ObjectConflict:
+def _genuine(objects: ObjectStore, assignment: Assignment, found: StoredObject, max_bytes: int) -> bool:
+    """Whether the output.json version found was signed with this attempt's key (not a forgery in its place)."""
+    if found.signature is None or found.size > max_bytes:
         return False
-    return True
+    try:
+        data = objects.read_bytes(found.uri, found.generation, max_bytes)
+    except (ObjectMissing, ObjectTooLarge):
+        return False
+    return signature_valid(assignment.signing_key, hashlib.sha256(data).hexdigest(), found.signature)
+
+
+def output_taken(objects: ObjectStore, assignment: Assignment, settings: Settings) -> bool:
+    """Whether this attempt's verdict is already written (a twin run of the attempt finished first)."""
+    found = objects.stat(assignment.envelope.context.expected_output_uri)
+    return found is not None and _genuine(objects, assignment, found, settings.max_envelope_bytes)
+
+
+def write_output(objects: ObjectStore, assignment: Assignment, output: OutputEnvelope, settings: Settings) -> bool:
+    """Write the signed output.json; False when a genuine one exists already.
+
+    Create-only, except that a version in its place which does not carry this attempt's signature is a forgery:
+    it is replaced, conditionally on being exactly that version, so the real verdict is not locked out by it.
+    """
+    uri = assignment.envelope.context.expected_output_uri
+    data = output.to_bytes()
+    signature = sign(assignment.signing_key, data)
+    for _ in range(WRITE_TRIES):
+        try:
+            objects.write_new(uri, data, "application/json", signature)
+            return True
+        except ObjectConflict:
+            pass
+        found = objects.stat(uri)
+        if found is None:
+            continue
+        if _genuine(objects, assignment, found, settings.max_envelope_bytes):
+            return False
+        log.warning("%s (generation %s) is not signed for its attempt: replacing it", uri, found.generation)
+        try:
+            objects.replace_version(uri, data, "application/json", generation=found.generation, signature=signature)
+            return True
+        except ObjectConflict:
+            continue
+    raise ObjectConflict(f"{uri} kept changing while this attempt's output was written")
 
 
 def report_failure(
-    objects: ObjectStore,
-    envelope: InputEnvelope,
-    input_sha256: str,
-    result: ValidationResult,
-    started_at: datetime,
-    settings: Settings,
+    objects: ObjectStore, assignment: Assignment, result: ValidationResult, *, started_at: datetime, settings: Settings
 ) -> None:
     """Write the failed_runtime output a job could not write itself; a job's own output, if any, wins."""
-    output = build_output(
-        envelope, input_sha256, result, started_at, datetime.now(UTC), settings.max_messages_per_output
+    write_output(
+        objects, assignment, build_output(assignment, result, started_at=started_at, settings=settings), settings
     )
-    write_output(objects, envelope, output)
 
 
 def execute(
-    envelope: InputEnvelope, input_sha256: str, objects: ObjectStore, settings: Settings
+    assignment: Assignment, objects: ObjectStore, settings: Settings, *, budget_seconds: float | None = None
 ) -> OutputEnvelope | None:
-    """Validate, store artifacts, write output.json create-only. None when an output already existed."""
-    if objects.stat(envelope.context.expected_output_uri) is not None:
+    """Validate, store artifacts, write the signed output.json. None when a genuine output already existed.
+
+    With a budget (inline runs), a validator still busy when it is spent raises OverBudget and writes nothing.
+    """
+    envelope = assignment.envelope
+    if output_taken(objects, assignment, settings):
         return None
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="validibot-") as scratch:
-        result = _validate(envelope, objects, Path(scratch))
+        result = _validate(envelope, objects, Path(scratch), budget_seconds)
         validated = time.perf_counter()
         artifacts, notes = _store_artifacts(envelope, result.artifacts, objects, settings.max_artifact_bytes)
     log.info(
@@ -200,7 +327,5 @@ def execute(
         (time.perf_counter() - validated) * 1000,
     )
     result.messages.extend(notes)
-    output = build_output(
-        envelope, input_sha256, result, started_at, datetime.now(UTC), settings.max_messages_per_output, artifacts
-    )
-    return output if write_output(objects, envelope, output) else None
+    output = build_output(assignment, result, started_at=started_at, settings=settings, artifacts=artifacts)
+    return output if write_output(objects, assignment, output, settings) else None

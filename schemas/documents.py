@@ -16,7 +16,7 @@ from schemas.enums import (
     Severity,
     StepStatus,
 )
-from schemas.envelopes import Artifact, Location, Metric
+from schemas.envelopes import Artifact, Counts, Location, Metric
 from schemas.paths import SLUG_PATTERN
 
 
@@ -26,19 +26,6 @@ class Document(BaseModel):
 
     def to_firestore(self) -> dict[str, Any]:
         return self.model_dump(mode="python")
-
-
-class Counts(Document):
-    ERROR: int = 0
-    WARNING: int = 0
-    INFO: int = 0
-
-    def plus(self, other: Counts) -> Counts:
-        return Counts(ERROR=self.ERROR + other.ERROR, WARNING=self.WARNING + other.WARNING, INFO=self.INFO + other.INFO)
-
-    @classmethod
-    def of(cls, severities: list[Severity]) -> Counts:
-        return cls(**{s.value: severities.count(s) for s in Severity})
 
 
 class StepSpec(Document):

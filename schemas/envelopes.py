@@ -86,6 +86,25 @@ class Message(Strict):
     location: Location | None = None
 
 
+class Counts(Strict):
+    """Messages by severity: on a run and a step in Firestore, and in output.json over every message a validator
+    reported, including those past the listing limit."""
+
+    ERROR: int = Field(default=0, ge=0)
+    WARNING: int = Field(default=0, ge=0)
+    INFO: int = Field(default=0, ge=0)
+
+    def plus(self, other: Counts) -> Counts:
+        return Counts(ERROR=self.ERROR + other.ERROR, WARNING=self.WARNING + other.WARNING, INFO=self.INFO + other.INFO)
+
+    def covers(self, other: Counts) -> bool:
+        return self.ERROR >= other.ERROR and self.WARNING >= other.WARNING and self.INFO >= other.INFO
+
+    @classmethod
+    def of(cls, severities: list[Severity]) -> Counts:
+        return cls(**{s.value: severities.count(s) for s in Severity})
+
+
 class Metric(Strict):
     name: str
     value: float
@@ -98,6 +117,8 @@ class Artifact(Strict):
     size_bytes: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     mime_type: str | None = None
+    # The version the validator wrote: what the web serves, and nothing written later under the same name.
+    generation: int | None = None
 
 
 class Timing(Strict):
@@ -116,9 +137,14 @@ class OutputEnvelope(Strict):
     status: EnvelopeStatus
     timing: Timing
     messages: list[Message] = []
+    # Over every message the validator reported; None means the listed messages are all of them.
+    counts: Counts | None = None
     metrics: list[Metric] = []
     artifacts: list[Artifact] = []
     outputs: dict[str, Any] = {}
+
+    def message_counts(self) -> Counts:
+        return self.counts or Counts.of([m.severity for m in self.messages])
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json(indent=2).encode()

@@ -20,10 +20,13 @@ _SLUG = re.compile(rf"^{SLUG_PATTERN}$")
 _RUN_ID = re.compile(r"^[0-9a-f]{24}$")
 _ATTEMPT_ID = re.compile(r"^[0-9]{2}-[0-9]{1,3}$")
 _STEP_DIR = re.compile(rf"^(?P<number>[0-9]{{2}})-(?P<key>{SLUG_PATTERN})$")
-_FORBIDDEN_IN_FILENAME = re.compile(r"[/\\\x00-\x1f\x7f]")
+# Separators, C0 and C1 controls, and the bidirectional marks, embeddings, overrides and isolates that make a name
+# display as something it is not ("invoice\u202egpj.exe").
+_FORBIDDEN_IN_FILENAME = re.compile(r"[/\\\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 INPUT_NAME = "input.json"
 OUTPUT_NAME = "output.json"
+ARTIFACTS_FOLDER = "artifacts/"
 
 
 class UnsafeName(ValueError):
@@ -34,18 +37,24 @@ def is_slug(value: str) -> bool:
     return bool(_SLUG.match(value))
 
 
-def check_filename(name: str, max_length: int) -> str:
+def is_run_id(value: str) -> bool:
+    return bool(_RUN_ID.match(value))
+
+
+def check_filename(name: str, max_bytes: int) -> str:
     """Return `name` if it is a safe leaf file name, else raise UnsafeName saying why."""
     if not name:
         raise UnsafeName("the file name is empty")
-    if len(name) > max_length:
-        raise UnsafeName(f"the file name is {len(name)} characters long; the limit is {max_length}")
+    size = len(name.encode("utf-8", errors="surrogatepass"))
+    if size > max_bytes:
+        raise UnsafeName(f"the file name is {size} bytes long in UTF-8; the limit is {max_bytes} bytes")
     if _FORBIDDEN_IN_FILENAME.search(name):
         raise UnsafeName(
-            f"the file name {name!r} contains a path separator or control character; use a plain file name"
+            f"the file name {name!r} contains a path separator, a control character or a bidirectional override; "
+            "use a plain file name"
         )
-    if name in (".", "..") or ".." in name:
-        raise UnsafeName(f"the file name {name!r} contains '..'")
+    if name in (".", ".."):
+        raise UnsafeName(f"the file name {name!r} names a folder, not a file")
     if name != name.strip():
         raise UnsafeName(f"the file name {name!r} has leading or trailing white space")
     return name
@@ -117,9 +126,12 @@ def parse_object_name(name: str) -> ObjectPath | None:
     """Classify an object name by the layout above; None for anything that triggers nothing."""
     parts = name.split("/")
     if parts[0] == "inbox":
-        # inbox/{org}/{workflow}/{rest...}: a rest with slashes is an unsafe name, not someone else's object.
-        if len(parts) < 4 or not parts[1] or not parts[2] or not parts[-1]:
+        # inbox/{org}/{workflow}/{rest...}: a rest with slashes is an unsafe name, not someone else's object, and
+        # inbox/{org}/{file} lacks its workflow: both become refused runs the org can see, saying why.
+        if len(parts) < 3 or not parts[1] or not parts[-1]:
             return None
+        if len(parts) == 3:
+            return InboxPath(org=parts[1], workflow="", filename=parts[2])
         return InboxPath(org=parts[1], workflow=parts[2], filename="/".join(parts[3:]))
     if parts[0] == "runs" and len(parts) == 7 and parts[3] == "steps":
         _, org, run_id, _, step_dir, attempt_id, leaf = parts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -16,7 +16,13 @@ class Settings(BaseSettings):
     project: str = Field(
         default="validibot-local", validation_alias=AliasChoices("VALIDIBOT_PROJECT", "GOOGLE_CLOUD_PROJECT")
     )
+    # The pipeline's own objects; only the service accounts may read or write it (DESIGN §3).
     bucket: str = "validibot-local"
+    # Where users, the web and the API put submissions: users may create objects there and nothing else.
+    inbox_bucket: str = "validibot-local-inbox"
+    # The service secret each attempt's output-signing key is derived from (DESIGN §6). Functions hold it; jobs get
+    # only their attempt's key. Secret Manager in production; `validibot up` keeps a generated one in .validibot/.
+    signing_secret: SecretStr = SecretStr("")
     notifications_topic: str = "validibot-gcs-notifications"
     run_events_topic: str = "validibot-run-events"
     dead_letter_topic: str = "validibot-dead-letter"
@@ -25,14 +31,25 @@ class Settings(BaseSettings):
     web_url: str = "http://127.0.0.1:8000"
 
     max_submission_bytes: int = Field(default=10 * MIB, gt=0)
-    max_filename_length: int = Field(default=200, gt=0, le=900)
+    # In UTF-8 bytes, what file systems count: 255 is the usual limit for one path component.
+    max_filename_bytes: int = Field(default=200, gt=0, le=255)
     max_envelope_bytes: int = Field(default=4 * MIB, gt=0)
     max_messages_per_output: int = Field(default=10_000, gt=0)
+    # What one output may put into Firestore; a validator's text is shortened to these, anything else over them
+    # fails the step.
+    max_message_chars: int = Field(default=2000, gt=0)
+    max_name_chars: int = Field(default=512, gt=0)
+    max_metrics_per_output: int = Field(default=200, gt=0)
+    max_artifacts_per_output: int = Field(default=50, gt=0)
+    max_outputs_bytes: int = Field(default=16 * 1024, gt=0)
     # A step's findings, its skipped siblings and the run documents share one 500-write commit.
     max_findings_per_step: int = Field(default=200, gt=0, le=300)
     step_timeout_seconds: int = Field(default=600, gt=0)
     dispatch_lease_seconds: int = Field(default=900, gt=0)
     receipt_retention_days: int = Field(default=30, gt=0)
+    # An inline validation still running after this long is handed to a job, so one large document cannot hold
+    # the functions (and the small documents queued behind it) for long.
+    inline_budget_seconds: float = Field(default=3.0, gt=0)
 
     # Job validators (EnergyPlus, FMU): where they run and what they may use.
     job_launcher: Literal["local", "cloudrun"] = "local"
@@ -47,6 +64,21 @@ class Settings(BaseSettings):
     web_runs_per_page: int = Field(default=50, gt=0, le=500)
     web_findings_per_page: int = Field(default=500, gt=0, le=5000)
 
+    @model_validator(mode="after")
+    def _two_trust_zones(self) -> Settings:
+        if self.bucket == self.inbox_bucket:
+            raise ValueError("VALIDIBOT_BUCKET and VALIDIBOT_INBOX_BUCKET must be two buckets (DESIGN §3)")
+        return self
+
     def as_environment(self) -> dict[str, str]:
-        """These settings as the VALIDIBOT_* variables a child process reads back."""
-        return {f"VALIDIBOT_{name.upper()}": str(value) for name, value in self.model_dump().items()}
+        """These settings as the VALIDIBOT_* variables a child process reads back; secrets are never included."""
+        return {
+            f"VALIDIBOT_{name.upper()}": str(value)
+            for name, value in self.model_dump(exclude={"signing_secret"}).items()
+        }
+
+    def signing_secret_bytes(self) -> bytes:
+        secret = self.signing_secret.get_secret_value()
+        if not secret:
+            raise RuntimeError("VALIDIBOT_SIGNING_SECRET is not set: outputs can be neither signed nor verified")
+        return secret.encode()

@@ -13,9 +13,25 @@ from google.api_core import exceptions as gexc
 from google.cloud import storage
 
 from schemas.paths import parse_gs_uri
+from schemas.signing import SIGNATURE_METADATA_KEY
 from store.ports import ObjectConflict, ObjectMissing, ObjectTooLarge, StoredObject
 
 SHA256_METADATA_KEY = "sha256"
+
+
+def _metadata(sha256: str, signature: str | None) -> dict[str, str]:
+    return {SHA256_METADATA_KEY: sha256} | ({SIGNATURE_METADATA_KEY: signature} if signature else {})
+
+
+def _stored(uri: str, blob: storage.Blob) -> StoredObject:
+    metadata = blob.metadata or {}
+    return StoredObject(
+        uri=uri,
+        generation=int(blob.generation),
+        size=int(blob.size),
+        sha256=metadata.get(SHA256_METADATA_KEY),
+        signature=metadata.get(SIGNATURE_METADATA_KEY),
+    )
 
 
 class _Verifier:
@@ -43,43 +59,45 @@ class GcsObjectStore:
         bucket, name = parse_gs_uri(uri)
         return self._client.bucket(bucket).blob(name, generation=generation)
 
-    def write_new(self, uri: str, data: bytes, content_type: str) -> StoredObject:
+    def write_new(self, uri: str, data: bytes, content_type: str, signature: str | None = None) -> StoredObject:
         """Create `uri` with `data`; raise ObjectConflict if it exists. Never overwrites."""
+        return self._upload(uri, data, content_type, signature, if_generation_match=0)
+
+    def replace_version(
+        self, uri: str, data: bytes, content_type: str, *, generation: int, signature: str
+    ) -> StoredObject:
+        return self._upload(uri, data, content_type, signature, if_generation_match=generation)
+
+    def _upload(
+        self, uri: str, data: bytes, content_type: str, signature: str | None, *, if_generation_match: int
+    ) -> StoredObject:
         blob = self._blob(uri)
         sha256 = hashlib.sha256(data).hexdigest()
-        blob.metadata = {SHA256_METADATA_KEY: sha256}
+        blob.metadata = _metadata(sha256, signature)
         try:
-            blob.upload_from_string(data, content_type=content_type, if_generation_match=0)
+            blob.upload_from_string(data, content_type=content_type, if_generation_match=if_generation_match)
         except gexc.PreconditionFailed as exc:
             raise ObjectConflict(uri) from exc
-        return StoredObject(uri=uri, generation=int(blob.generation), size=len(data), sha256=sha256)
+        return StoredObject(uri, int(blob.generation), len(data), sha256, signature)
 
     def write_new_file(self, uri: str, path: Path, content_type: str | None, sha256: str) -> StoredObject:
         blob = self._blob(uri)
-        blob.metadata = {SHA256_METADATA_KEY: sha256}
+        blob.metadata = _metadata(sha256, None)
         try:
             blob.upload_from_filename(str(path), content_type=content_type, if_generation_match=0)
         except gexc.PreconditionFailed as exc:
             raise ObjectConflict(uri) from exc
         return StoredObject(uri=uri, generation=int(blob.generation), size=path.stat().st_size, sha256=sha256)
 
-    def stat(self, uri: str) -> StoredObject | None:
+    def stat(self, uri: str, generation: int | None = None) -> StoredObject | None:
         bucket, name = parse_gs_uri(uri)
-        blob = self._client.bucket(bucket).get_blob(name)
-        if blob is None:
-            return None
-        return StoredObject(
-            uri=uri,
-            generation=int(blob.generation),
-            size=int(blob.size),
-            sha256=(blob.metadata or {}).get(SHA256_METADATA_KEY),
-        )
+        blob = self._client.bucket(bucket).get_blob(name, generation=generation)
+        return None if blob is None else _stored(uri, blob)
 
-    def stream(self, uri: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
-        """The live object in chunks; ObjectMissing (raised before the first chunk) when there is none."""
-        blob = self._blob(uri)
+    def stream(self, uri: str, generation: int | None = None, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        blob = self._blob(uri, generation)
         if not blob.exists():
-            raise ObjectMissing(uri)
+            raise ObjectMissing(f"{uri} (generation {generation})")
 
         def chunks() -> Iterator[bytes]:
             with blob.open("rb", chunk_size=chunk_bytes) as reader:

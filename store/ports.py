@@ -6,6 +6,7 @@ same semantics for unit tests. Nothing here imports a Google client, so code tha
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,9 @@ class StoredObject:
     uri: str
     generation: int
     size: int
+    # Both as the writer put them into the object's metadata: claims, until the bytes are hashed.
     sha256: str | None
+    signature: str | None = None
 
 
 class RunStore(Protocol):
@@ -95,16 +98,26 @@ class RunReads(Protocol):
 class ObjectStore(Protocol):
     """Payloads: create-only writes, and reads pinned to a generation and checked for size and sha256."""
 
-    def write_new(self, uri: str, data: bytes, content_type: str) -> StoredObject:
+    def write_new(self, uri: str, data: bytes, content_type: str, signature: str | None = None) -> StoredObject:
         """Create `uri` with `data`; raise ObjectConflict if it exists. Never overwrites."""
+        ...
+
+    def replace_version(
+        self, uri: str, data: bytes, content_type: str, *, generation: int, signature: str
+    ) -> StoredObject:
+        """Overwrite exactly `generation` of `uri` (a forgery found in a signed output's place); ObjectConflict if
+        the live version is another one."""
         ...
 
     def write_new_file(self, uri: str, path: Path, content_type: str | None, sha256: str) -> StoredObject: ...
 
-    def stat(self, uri: str) -> StoredObject | None: ...
+    def stat(self, uri: str, generation: int | None = None) -> StoredObject | None:
+        """The live version (or exactly `generation`), None when there is no such version."""
+        ...
 
-    def stream(self, uri: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
-        """The live object in chunks; ObjectMissing (raised before the first chunk) when there is none."""
+    def stream(self, uri: str, generation: int | None = None, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        """The object (the live version, or exactly `generation`) in chunks; ObjectMissing (raised before the first
+        chunk) when there is none."""
         ...
 
     def read_bytes(self, uri: str, generation: int | None, max_bytes: int) -> bytes:
@@ -114,6 +127,14 @@ class ObjectStore(Protocol):
     def download_hashed(self, uri: str, generation: int, dest: Path, max_bytes: int) -> tuple[int, str]:
         """Stream one generation to `dest` (renamed into place only when complete); return size and sha256."""
         ...
+
+
+def streamed_sha256(objects: ObjectStore, uri: str, generation: int) -> str:
+    """The sha256 of one version's bytes, however large, without holding them."""
+    digest = hashlib.sha256()
+    for chunk in objects.stream(uri, generation):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def download_verified(objects: ObjectStore, ref: FileRef, dest: Path) -> Path:

@@ -11,11 +11,16 @@ import pytest
 from deploy.fmu_build import build_fmu
 from deploy.stack import LocalStack, Ports
 from schemas.settings import Settings
-from tests.support import FMU_SCRIPTS, TEST_PROJECT
+from tests.support import FMU_SCRIPTS, TEST_PROJECT, TEST_SIGNING_SECRET
 
 
 def _start(tmp_path_factory: pytest.TempPathFactory, name: str, full: bool) -> Iterator[LocalStack]:
-    settings = Settings(project=TEST_PROJECT, bucket=f"validibot-{name}")
+    settings = Settings(
+        project=TEST_PROJECT,
+        bucket=f"validibot-{name}",
+        inbox_bucket=f"validibot-{name}-inbox",
+        signing_secret=TEST_SIGNING_SECRET,
+    )
     stack = LocalStack(Ports.free(), settings, tmp_path_factory.mktemp(f"{name}-logs"))
     saved = {k: os.environ.get(k) for k in stack.env}
     try:

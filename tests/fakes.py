@@ -27,6 +27,7 @@ from functions.pipeline import Pipeline
 from functions.stage import StageContext
 from jobs.launchers.base import LaunchResult
 from jobs.launchers.inline import InlineLauncher
+from jobs.runtime import Assignment
 from schemas.changes import (
     D,
     DocPath,
@@ -41,7 +42,6 @@ from schemas.changes import (
 )
 from schemas.documents import AttemptDoc, FindingDoc, OrgDoc, ReceiptDoc, RunDoc, StepDoc, WorkflowDoc
 from schemas.enums import ReceiptStatus
-from schemas.envelopes import InputEnvelope
 from schemas.lifecycle import LifecycleEvent
 from schemas.objects import ObjectFinalized
 from schemas.paths import gs_uri, parse_gs_uri
@@ -55,7 +55,7 @@ from store.ports import (
     StoredObject,
     one_commit,
 )
-from tests.support import Driver
+from tests.support import TEST_SIGNING_SECRET, Driver
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -168,6 +168,7 @@ class _Version:
     generation: int
     content_type: str | None
     sha256: str | None
+    signature: str | None = None
 
 
 class FakeObjectStore:
@@ -180,19 +181,32 @@ class FakeObjectStore:
         self._generations = itertools.count(1_000_001)
         self._lock = threading.Lock()
 
-    def _add(self, uri: str, data: bytes, content_type: str | None, sha256: str | None, create_only: bool) -> _Version:
+    def _add(
+        self,
+        uri: str,
+        data: bytes,
+        content_type: str | None,
+        sha256: str | None,
+        *,
+        if_generation: int | None,
+        signature: str | None = None,
+    ) -> _Version:
+        """`if_generation` as GCS's ifGenerationMatch: 0 means create-only, None unconditional."""
         with self._lock:
-            if create_only and uri in self._live:
+            live = self._live.get(uri)
+            if if_generation is not None and (live.generation if live else 0) != if_generation:
                 raise ObjectConflict(uri)
-            version = _Version(data, next(self._generations), content_type, sha256)
+            version = _Version(data, next(self._generations), content_type, sha256, signature)
             self._versions.setdefault(uri, []).append(version)
             self._live[uri] = version
             return version
 
-    def upload(self, uri: str, data: bytes, content_type: str | None = "application/json") -> StoredObject:
+    def upload(
+        self, uri: str, data: bytes, content_type: str | None = "application/json", signature: str | None = None
+    ) -> StoredObject:
         """What a user's upload does (not create-only): a new live version."""
-        version = self._add(uri, data, content_type, None, create_only=False)
-        return StoredObject(uri, version.generation, len(data), None)
+        version = self._add(uri, data, content_type, None, if_generation=None, signature=signature)
+        return StoredObject(uri, version.generation, len(data), None, signature)
 
     def delete(self, uri: str) -> None:
         with self._lock:
@@ -202,22 +216,29 @@ class FakeObjectStore:
         with self._lock:
             return len(self._versions.get(uri, []))
 
-    def write_new(self, uri: str, data: bytes, content_type: str) -> StoredObject:
+    def write_new(self, uri: str, data: bytes, content_type: str, signature: str | None = None) -> StoredObject:
         sha256 = hashlib.sha256(data).hexdigest()
-        version = self._add(uri, data, content_type, sha256, create_only=True)
-        return StoredObject(uri, version.generation, len(data), sha256)
+        version = self._add(uri, data, content_type, sha256, if_generation=0, signature=signature)
+        return StoredObject(uri, version.generation, len(data), sha256, signature)
+
+    def replace_version(
+        self, uri: str, data: bytes, content_type: str, *, generation: int, signature: str
+    ) -> StoredObject:
+        sha256 = hashlib.sha256(data).hexdigest()
+        version = self._add(uri, data, content_type, sha256, if_generation=generation, signature=signature)
+        return StoredObject(uri, version.generation, len(data), sha256, signature)
 
     def write_new_file(self, uri: str, path: Path, content_type: str | None, sha256: str) -> StoredObject:
         data = path.read_bytes()
-        version = self._add(uri, data, content_type, sha256, create_only=True)
+        version = self._add(uri, data, content_type, sha256, if_generation=0)
         return StoredObject(uri, version.generation, len(data), sha256)
 
-    def stat(self, uri: str) -> StoredObject | None:
-        with self._lock:
-            version = self._live.get(uri)
-        if version is None:
+    def stat(self, uri: str, generation: int | None = None) -> StoredObject | None:
+        try:
+            version = self._version(uri, generation)
+        except ObjectMissing:
             return None
-        return StoredObject(uri, version.generation, len(version.data), version.sha256)
+        return StoredObject(uri, version.generation, len(version.data), version.sha256, version.signature)
 
     def _version(self, uri: str, generation: int | None) -> _Version:
         with self._lock:
@@ -230,8 +251,8 @@ class FakeObjectStore:
             raise ObjectMissing(f"{uri} (generation {generation})")
         return found
 
-    def stream(self, uri: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
-        data = self._version(uri, None).data
+    def stream(self, uri: str, generation: int | None = None, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        data = self._version(uri, generation).data
         return iter([data[i : i + chunk_bytes] for i in range(0, len(data), chunk_bytes)])
 
     def read_bytes(self, uri: str, generation: int | None, max_bytes: int) -> bytes:
@@ -281,12 +302,12 @@ class ScriptedLauncher:
     name: str = "local"
     result: LaunchResult = field(default_factory=lambda: LaunchResult("local/4242", None))
     error: Exception | None = None
-    launched: list[InputEnvelope] = field(default_factory=list)
+    launched: list[Assignment] = field(default_factory=list)
 
-    def launch(self, envelope: InputEnvelope, input_sha256: str) -> LaunchResult:
+    def launch(self, assignment: Assignment) -> LaunchResult:
         if self.error is not None:
             raise self.error
-        self.launched.append(envelope)
+        self.launched.append(assignment)
         return self.result
 
 
@@ -304,6 +325,7 @@ class ManualClock:
 
 
 BUCKET = "unit-bucket"
+INBOX_BUCKET = "unit-inbox"
 
 
 class FakeWorld(Driver):
@@ -317,7 +339,9 @@ class FakeWorld(Driver):
         self.clock = ManualClock()
         self.job_launcher = ScriptedLauncher()
         self.reads: RunReads = FakeRunReads(self.fake_store)
-        config = Settings(bucket=BUCKET, **settings)
+        config = Settings(
+            **{"bucket": BUCKET, "inbox_bucket": INBOX_BUCKET, "signing_secret": TEST_SIGNING_SECRET, **settings}
+        )
         self.pipeline = Pipeline.wired(
             StageContext(
                 settings=config,
@@ -335,14 +359,23 @@ class FakeWorld(Driver):
             ]
         )
 
-    def upload(self, name: str, data: bytes, content_type: str = "application/json") -> ObjectFinalized:
-        stored = self.objects.upload(gs_uri(BUCKET, name), data, content_type)
+    def upload(
+        self,
+        name: str,
+        data: bytes,
+        content_type: str = "application/json",
+        *,
+        bucket: str | None = None,
+        signature: str | None = None,
+    ) -> ObjectFinalized:
+        bucket = bucket or self.bucket_for(name)
+        stored = self.objects.upload(gs_uri(bucket, name), data, content_type, signature)
         return ObjectFinalized(
-            bucket=BUCKET, name=name, generation=stored.generation, size=len(data), content_type=content_type
+            bucket=bucket, name=name, generation=stored.generation, size=len(data), content_type=content_type
         )
 
     def event_for(self, uri: str) -> ObjectFinalized:
         found = self.objects.stat(uri)
         assert found is not None, f"{uri} was not written"
-        _, name = parse_gs_uri(uri)
-        return ObjectFinalized(bucket=BUCKET, name=name, generation=found.generation, size=found.size)
+        bucket, name = parse_gs_uri(uri)
+        return ObjectFinalized(bucket=bucket, name=name, generation=found.generation, size=found.size)

@@ -28,12 +28,17 @@ from schemas.envelopes import OutputEnvelope
 from schemas.objects import ObjectFinalized
 from schemas.paths import attempt_id_for, inbox_object, parse_gs_uri, run_id_for
 from schemas.settings import Settings
-from store.ports import RunReads, RunStore
+from schemas.signing import SIGNATURE_METADATA_KEY, attempt_signing_key, sign
+from store.ports import ObjectStore, RunReads, RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+# Third-party files for real-world tests (its README says what each folder is for): read in place, never copied.
+CORPORA = ROOT.parent / "shared" / "corpora"
 VALIDIBOT = Path(sys.executable).parent / "validibot"
 TEST_PROJECT = "validibot-test"
+# The service secret every test stack and fake world signs and verifies outputs with.
+TEST_SIGNING_SECRET = "test-signing-secret-not-for-production"
 FMU_SCRIPTS = {
     "RoomHeater": EXAMPLES / "fmu" / "RoomHeater.py",
     "SlowRoom": ROOT / "tests" / "fmus" / "SlowRoom.py",
@@ -70,6 +75,11 @@ def genuine_output(run_id: str, attempt: AttemptDoc, status: str = "success") ->
     )
 
 
+def revised(output: OutputEnvelope, **changes: Any) -> OutputEnvelope:
+    """`output` with some fields replaced by plain JSON values, validated like a written output.json would be."""
+    return OutputEnvelope.model_validate({**output.model_dump(mode="json"), **changes})
+
+
 def json_step(key: str, schema: dict[str, Any] | None = None) -> StepSpec:
     return StepSpec(key=key, name=key.title(), validator="json-schema", config={"schema": schema or NAME_SCHEMA})
 
@@ -88,11 +98,43 @@ class Driver:
     def settings(self) -> Settings:
         return self.pipeline.context.settings
 
-    def upload(self, name: str, data: bytes, content_type: str = "application/json") -> ObjectFinalized:
+    def upload(
+        self,
+        name: str,
+        data: bytes,
+        content_type: str = "application/json",
+        *,
+        bucket: str | None = None,
+        signature: str | None = None,
+    ) -> ObjectFinalized:
+        """Write `name` unconditionally (as a user, or a hostile writer, would), by default into the bucket its
+        path belongs in: the inbox bucket for inbox/..., the pipeline bucket for everything else."""
         raise NotImplementedError
 
     def event_for(self, uri: str) -> ObjectFinalized:
         raise NotImplementedError
+
+    def bucket_for(self, name: str) -> str:
+        return self.settings.inbox_bucket if name.startswith("inbox/") else self.settings.bucket
+
+    def attempt_signature(self, run_id: str, data: bytes, step: int = 1) -> str:
+        """What the attempt's own job would sign `data` with: the key derived from the service secret."""
+        attempt = self.store.attempt(run_id, attempt_id_for(step, 1))
+        assert attempt is not None
+        key = attempt_signing_key(
+            self.settings.signing_secret_bytes(),
+            run_id=run_id,
+            attempt_id=attempt_id_for(step, 1),
+            callback_id=attempt.doc.callback_id,
+        )
+        return sign(key, data)
+
+    def put_output(self, run_id: str, data: bytes, *, signed: bool = True, step: int = 1) -> ObjectFinalized:
+        """Write `data` as the attempt's output.json, over whatever is there, signed with its key or unsigned."""
+        attempt = self.store.attempt(run_id, attempt_id_for(step, 1))
+        assert attempt is not None
+        signature = self.attempt_signature(run_id, data, step) if signed else None
+        return self.upload(parse_gs_uri(attempt.doc.expected_output_uri)[1], data, signature=signature)
 
     def rewired(self, **changes: Any) -> Pipeline:
         """This pipeline with some of its context replaced (settings, launchers, clock, ...)."""
@@ -162,8 +204,22 @@ class Harness(Driver):
     def reads(self) -> RunReads:
         return self.services.run_reads
 
-    def upload(self, name: str, data: bytes, content_type: str = "application/json") -> ObjectFinalized:
-        blob = self.bucket.blob(name)
+    @property
+    def objects_port(self) -> ObjectStore:
+        return self.services.objects
+
+    def upload(
+        self,
+        name: str,
+        data: bytes,
+        content_type: str = "application/json",
+        *,
+        bucket: str | None = None,
+        signature: str | None = None,
+    ) -> ObjectFinalized:
+        blob = self.gcs.bucket(bucket or self.bucket_for(name)).blob(name)
+        if signature is not None:
+            blob.metadata = {SIGNATURE_METADATA_KEY: signature}
         blob.upload_from_string(data, content_type=content_type)
         return finalized(blob)
 
@@ -185,6 +241,20 @@ class Harness(Driver):
                 return finalized(blob)
             time.sleep(0.1)
         raise AssertionError(f"no output.json for {run_id} after {timeout} s")
+
+    def wait_for_signed_output(self, run_id: str, step: int = 1, timeout: float = 120) -> ObjectFinalized:
+        """The output.json the attempt's own validator wrote (inline or as a job), past any forgery in its place."""
+        attempt = self.store.attempt(run_id, attempt_id_for(step, 1))
+        assert attempt is not None
+        _, name = parse_gs_uri(attempt.doc.expected_output_uri)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            blob = self.bucket.get_blob(name)
+            signature = (blob.metadata or {}).get(SIGNATURE_METADATA_KEY) if blob is not None else None
+            if blob is not None and signature == self.attempt_signature(run_id, blob.download_as_bytes(), step):
+                return finalized(blob)
+            time.sleep(0.1)
+        raise AssertionError(f"no signed output.json for {run_id} after {timeout} s")
 
     def run_job(self, data: bytes, workflow: str, filename: str) -> tuple[str, RunDoc]:
         """A one-step job workflow, driven like the platform would: intake, launch, the job's output, ingest."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from flask import abort, current_app
 
 from schemas.documents import RunDoc
-from schemas.paths import is_slug
+from schemas.paths import is_run_id, is_slug
 from schemas.settings import Settings
 from store.ports import ObjectStore, RunReads
 
@@ -28,7 +28,8 @@ def web_context() -> WebContext:
 
 def org_run(org: str, run_id: str) -> RunDoc:
     """A run only through the organization that owns it: another org's run id is simply not found."""
-    found = web_context().reads.run(run_id) if is_slug(org) else None
+    # Ids are checked for form before they reach Firestore: a malformed one is simply not found.
+    found = web_context().reads.run(run_id) if is_slug(org) and is_run_id(run_id) else None
     if found is None or found.org != org:
         abort(404)
     return found

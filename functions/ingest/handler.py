@@ -6,18 +6,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
 from functions.common import PendingReceipt, Plan, ScheduledAttempt
-from functions.ingest.transitions import ingest_effects, plan_ingest, reject
-from functions.stage import MAX_COMMIT_TRIES, Handled, Outcome, StageContext, short
+from functions.ingest.transitions import ReceivedOutput, admit, ingest_effects, plan_ingest, reject
+from functions.stage import MAX_COMMIT_TRIES, Handled, Outcome, StageContext
 from schemas.changes import Write, receipt_path
 from schemas.documents import ReceiptDoc
 from schemas.enums import ReceiptStatus
-from schemas.envelopes import OutputEnvelope
+from schemas.envelopes import sha256_hex
 from schemas.objects import ObjectFinalized
 from schemas.paths import StepObjectPath, gs_uri
-from store.ports import Conflict, ObjectMissing, ObjectTooLarge
+from store.ports import Conflict, ObjectMissing, ObjectTooLarge, streamed_sha256
 
 log = logging.getLogger("validibot.pipeline")
 
@@ -28,11 +26,29 @@ class IngestStage:
 
     def handle(self, event: ObjectFinalized, path: StepObjectPath) -> Handled:
         ctx = self.context
-        output, problem = self._read_output(event)
+        run = ctx.store.run(path.run_id)
+        attempt = ctx.store.attempt(path.run_id, path.attempt_id)
+        if run is None or attempt is None:
+            reason = f"no run {path.run_id} with attempt {path.attempt_id}"
+            return self._commit_rejection(reject(event, path, reason, settings=ctx.settings, now=ctx.clock()))
+        received, problem = self._receive(event)
+        output = None
+        if received is not None:
+            output, problem = admit(
+                event,
+                path,
+                received,
+                run=run.doc,
+                attempt=attempt.doc,
+                secret=ctx.settings.signing_secret_bytes(),
+                settings=ctx.settings,
+                now=ctx.clock(),
+            )
         if output is None:
             rejection = reject(event, path, problem or "unreadable", settings=ctx.settings, now=ctx.clock())
             return self._commit_rejection(rejection)
         for _ in range(MAX_COMMIT_TRIES):
+            # Admitted outputs carry their attempt's own callback_id: a well-formed document id.
             receipt = ctx.store.receipt(output.callback_id)
             if receipt is not None:
                 return self._replay(output.callback_id, receipt)
@@ -40,8 +56,8 @@ class IngestStage:
                 event,
                 path,
                 output,
-                run=ctx.store.run(path.run_id),
-                attempt=ctx.store.attempt(path.run_id, path.attempt_id),
+                run=run,
+                attempt=attempt,
                 next_callback_id=ctx.new_callback_id(),
                 settings=ctx.settings,
                 now=ctx.clock(),
@@ -51,23 +67,29 @@ class IngestStage:
             try:
                 ctx.store.commit(plan.writes)
             except Conflict:
+                run, attempt = ctx.store.run(path.run_id), ctx.store.attempt(path.run_id, path.attempt_id)
                 continue
             ctx.perform(plan.effects)
             self._complete(plan.pending_receipt)
             return Handled(Outcome.APPLIED)
         raise RuntimeError(f"attempt {path.run_id}/{path.attempt_id} kept changing while its output was applied")
 
-    def _read_output(self, event: ObjectFinalized) -> tuple[OutputEnvelope | None, str | None]:
-        limit = self.context.settings.max_envelope_bytes
+    def _receive(self, event: ObjectFinalized) -> tuple[ReceivedOutput | None, str | None]:
+        """That version's hash, signature and (when small enough to parse) bytes."""
+        objects, limit = self.context.objects, self.context.settings.max_envelope_bytes
+        uri = gs_uri(event.bucket, event.name)
         try:
-            data = self.context.objects.read_bytes(gs_uri(event.bucket, event.name), event.generation, limit)
-            return OutputEnvelope.model_validate_json(data), None
-        except ObjectMissing:
+            found = objects.stat(uri, event.generation)
+            if found is None:
+                raise ObjectMissing(uri)
+            if found.size > limit:
+                return ReceivedOutput(
+                    found.size, streamed_sha256(objects, uri, found.generation), found.signature, None
+                ), None
+            data = objects.read_bytes(uri, found.generation, limit)
+        except (ObjectMissing, ObjectTooLarge):
             return None, "output.json was deleted or replaced before it was read"
-        except ObjectTooLarge:
-            return None, f"output.json is over {limit} bytes"
-        except ValidationError as exc:
-            return None, f"output.json is not a valid output envelope: {short(exc)}"
+        return ReceivedOutput(len(data), sha256_hex(data), found.signature, data), None
 
     def _commit_rejection(self, plan: Plan) -> Handled:
         assert plan.rejection is not None, "a plan that applies nothing records a rejection"

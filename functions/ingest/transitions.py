@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from pydantic import ValidationError
 
 from functions.common import (
     NextAttemptTerms,
@@ -19,6 +23,7 @@ from functions.common import (
     step_doc,
     step_spec,
 )
+from jobs.registry import UnknownValidator, get_validator
 from schemas.changes import Effects, Versioned, Write, attempt_path, finding_path, receipt_path, step_path
 from schemas.documents import AttemptDoc, Counts, FindingDoc, ReceiptDoc, RunDoc, StepDoc, StepSpec
 from schemas.enums import (
@@ -28,12 +33,14 @@ from schemas.enums import (
     LifecycleType,
     ReceiptStatus,
     RunStatus,
+    Severity,
     StepStatus,
 )
-from schemas.envelopes import RUNTIME_CODE, TIMEOUT_CODE, OutputEnvelope
+from schemas.envelopes import RUNTIME_CODE, TIMEOUT_CODE, Message, OutputEnvelope, Timing, ValidatorRef
 from schemas.objects import ObjectFinalized
-from schemas.paths import StepObjectPath, gs_uri
+from schemas.paths import ARTIFACTS_FOLDER, OUTPUT_NAME, StepObjectPath, gs_uri
 from schemas.settings import Settings
+from schemas.signing import attempt_signing_key, is_callback_id, signature_valid
 
 
 def rejected_receipt_id(event: ObjectFinalized) -> str:
@@ -68,13 +75,140 @@ def reject(event: ObjectFinalized, path: StepObjectPath, reason: str, *, setting
     return Plan(writes=[Write(receipt_path(rejected_receipt_id(event)), receipt, "create")], rejection=receipt)
 
 
+@dataclass(frozen=True)
+class ReceivedOutput:
+    """One output.json version as read: what its bytes hash to, the signature its metadata carries, and the bytes
+    themselves when within VALIDIBOT_MAX_ENVELOPE_BYTES (a larger one is checked, never parsed)."""
+
+    size: int
+    sha256: str
+    signature: str | None
+    data: bytes | None
+
+
+def admit(
+    event: ObjectFinalized,
+    path: StepObjectPath,
+    received: ReceivedOutput,
+    *,
+    run: RunDoc,
+    attempt: AttemptDoc,
+    secret: bytes,
+    settings: Settings,
+    now: datetime,
+) -> tuple[OutputEnvelope | None, str | None]:
+    """The output to apply, or why it is rejected. Only an output signed with its attempt's key is believed; one
+    that is signed but unusable (too large, malformed, over a cap) is this attempt's own failure, so it becomes
+    a failed_runtime output saying why: the step fails instead of the run waiting forever."""
+    if gs_uri(event.bucket, event.name) != attempt.expected_output_uri:
+        return None, "output path is not the attempt's expected_output_uri"
+    key = attempt_signing_key(secret, run_id=path.run_id, attempt_id=path.attempt_id, callback_id=attempt.callback_id)
+    if received.signature is None:
+        return None, "output.json is not signed"
+    if not signature_valid(key, received.sha256, received.signature):
+        return None, "output.json's signature does not verify with its attempt's key"
+    if received.data is None:
+        reason = (
+            f"its output.json is {received.size} bytes; the limit is {settings.max_envelope_bytes} bytes "
+            "(VALIDIBOT_MAX_ENVELOPE_BYTES)"
+        )
+        return substitute_failure(path, reason, run=run, attempt=attempt, now=now), None
+    try:
+        output = OutputEnvelope.model_validate_json(received.data)
+    except ValidationError as exc:
+        reason = f"its output.json is not a valid output envelope: {_first_error(exc)}"
+        return substitute_failure(path, reason, run=run, attempt=attempt, now=now), None
+    mismatch = output_mismatch(event, path, output, attempt=attempt)
+    if mismatch is not None:
+        return None, mismatch
+    excess = over_cap(output, settings)
+    if excess is not None:
+        return substitute_failure(
+            path, f"its output could not be recorded: {excess}", run=run, attempt=attempt, now=now
+        ), None
+    return output, None
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc']) or 'document'}: {first['msg']}"
+
+
+def substitute_failure(
+    path: StepObjectPath, reason: str, *, run: RunDoc, attempt: AttemptDoc, now: datetime
+) -> OutputEnvelope:
+    """The failed_runtime output INGEST records in place of a genuine but unusable one."""
+    spec = step_spec(run, attempt.step)
+    try:
+        validator = get_validator(spec.validator)
+        ref = ValidatorRef(id=validator.id, type=validator.type, version=validator.version)
+    except UnknownValidator:
+        ref = ValidatorRef(id=spec.validator, type=spec.validator, version="unknown")
+    return OutputEnvelope(
+        run_id=path.run_id,
+        step_key=attempt.step_key,
+        attempt_id=path.attempt_id,
+        callback_id=attempt.callback_id,
+        input_envelope_sha256=attempt.input_sha256,
+        validator=ref,
+        status=EnvelopeStatus.FAILED_RUNTIME,
+        timing=Timing(started_at=attempt.dispatched_at or now, finished_at=now),
+        messages=[Message(severity=Severity.ERROR, code=RUNTIME_CODE, text=reason)],
+    )
+
+
+def over_cap(output: OutputEnvelope, settings: Settings) -> str | None:
+    """What in a genuine output exceeds what one output may put into Firestore, or None."""
+    if len(output.metrics) > settings.max_metrics_per_output:
+        return (
+            f"it has {len(output.metrics)} metrics; the limit is {settings.max_metrics_per_output} "
+            "(VALIDIBOT_MAX_METRICS_PER_OUTPUT)"
+        )
+    if len(output.artifacts) > settings.max_artifacts_per_output:
+        return (
+            f"it lists {len(output.artifacts)} artifacts; the limit is {settings.max_artifacts_per_output} "
+            "(VALIDIBOT_MAX_ARTIFACTS_PER_OUTPUT)"
+        )
+    outputs_bytes = len(json.dumps(output.outputs, default=str).encode())
+    if outputs_bytes > settings.max_outputs_bytes:
+        return (
+            f"its outputs are {outputs_bytes} bytes of JSON; the limit is {settings.max_outputs_bytes} bytes "
+            "(VALIDIBOT_MAX_OUTPUTS_BYTES)"
+        )
+    stored = output.messages[: settings.max_findings_per_step]
+    longest = max((len(m.text) for m in stored), default=0)
+    if longest > settings.max_message_chars:
+        return (
+            f"a message is {longest} characters long; the limit is {settings.max_message_chars} "
+            "(VALIDIBOT_MAX_MESSAGE_CHARS)"
+        )
+    names = [
+        *(
+            n
+            for m in stored
+            for n in (m.code, m.location.path if m.location else None, m.location.file_role if m.location else None)
+        ),
+        *(n for metric in output.metrics for n in (metric.name, metric.unit)),
+        *(n for a in output.artifacts for n in (a.name, a.uri, a.mime_type)),
+    ]
+    longest = max((len(n) for n in names if n is not None), default=0)
+    if longest > settings.max_name_chars:
+        return (
+            f"a code, name or path is {longest} characters long; the limit is {settings.max_name_chars} "
+            "(VALIDIBOT_MAX_NAME_CHARS)"
+        )
+    if output.counts is not None and not output.counts.covers(Counts.of([m.severity for m in output.messages])):
+        return "its counts are lower than the messages it lists"
+    return None
+
+
 def output_mismatch(
     event: ObjectFinalized, path: StepObjectPath, output: OutputEnvelope, *, attempt: AttemptDoc
 ) -> str | None:
     """Why an output cannot be this attempt's, or None when every binding of DESIGN §6 holds."""
     if gs_uri(event.bucket, event.name) != attempt.expected_output_uri:
         return "output path is not the attempt's expected_output_uri"
-    if output.callback_id != attempt.callback_id:
+    if not is_callback_id(output.callback_id) or output.callback_id != attempt.callback_id:
         return "callback_id does not match the attempt"
     if output.input_envelope_sha256 != attempt.input_sha256:
         return "input_envelope_sha256 does not match the input.json that was launched"
@@ -82,6 +216,11 @@ def output_mismatch(
         return "run_id or attempt_id does not match the output's path"
     if output.step_key != attempt.step_key or path.step_number != attempt.step:
         return "step does not match the attempt"
+    artifacts = attempt.expected_output_uri.removesuffix(OUTPUT_NAME) + ARTIFACTS_FOLDER
+    for artifact in output.artifacts:
+        leaf = artifact.uri.removeprefix(artifacts)
+        if leaf == artifact.uri or not leaf or "/" in leaf or leaf in (".", ".."):
+            return f"artifact {artifact.name!r} lies outside the attempt's artifacts/ folder"
     return None
 
 
@@ -145,7 +284,7 @@ def plan_ingest(
         return Plan(writes=[Write(receipt_path(output.callback_id), late, "create")], rejection=late)
 
     spec = step_spec(doc, current.step)
-    counts = Counts.of([m.severity for m in output.messages])
+    counts = output.message_counts()
     problem = _step_problem(spec, current.step, output, counts=counts)
     status = EnvelopeStatus(output.status)
     stored = output.messages[: settings.max_findings_per_step]

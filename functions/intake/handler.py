@@ -67,7 +67,8 @@ class IntakeStage:
     ) -> tuple[Submission | None, Problem | None]:
         """Copy the uploaded version into the run's folder, hashing it on the way."""
         objects = self.context.objects
-        uri = gs_uri(event.bucket, submission_object(path.org, run_id, path.filename))
+        # Out of the inbox, which its uploader could still touch, into the bucket only the pipeline writes.
+        uri = gs_uri(self.context.settings.bucket, submission_object(path.org, run_id, path.filename))
         with tempfile.TemporaryDirectory(prefix="validibot-intake-") as scratch:
             local = Path(scratch) / "submission"
             try:

@@ -36,13 +36,18 @@ def intake_problem(
     """Everything that can refuse a submission before its bytes are read."""
     if not is_slug(path.org) or org is None:
         return Problem(ErrorCategory.VALIDATION_FAILED, f"unknown organization {path.org!r}")
+    if not path.workflow:
+        return Problem(
+            ErrorCategory.VALIDATION_FAILED,
+            f"the file is not in a workflow's folder; upload to inbox/{path.org}/<workflow>/{path.filename}",
+        )
     if not is_slug(path.workflow) or workflow is None:
         return Problem(
             ErrorCategory.VALIDATION_FAILED,
             f"organization {path.org!r} has no workflow {path.workflow!r}; upload to inbox/{path.org}/<workflow>/",
         )
     try:
-        check_filename(path.filename, settings.max_filename_length)
+        check_filename(path.filename, settings.max_filename_bytes)
     except UnsafeName as exc:
         return Problem(ErrorCategory.VALIDATION_FAILED, f"unsafe file name: {exc}")
     limit = submission_limit(workflow, settings)

@@ -9,13 +9,21 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from functions.common import Plan
-from functions.launch.transitions import plan_dispatched, plan_launch, plan_launch_refused, plan_release
+from functions.launch.transitions import (
+    plan_dispatched,
+    plan_handed_off,
+    plan_launch,
+    plan_launch_refused,
+    plan_release,
+)
 from functions.stage import MAX_COMMIT_TRIES, Handled, Outcome, StageContext, short
-from jobs.launchers.base import LauncherBusy, LaunchRefused, LaunchResult
+from jobs.launchers.base import HandOff, LauncherBusy, LaunchRefused, LaunchResult
+from jobs.runtime import Assignment
 from schemas.documents import AttemptDoc
 from schemas.envelopes import InputEnvelope, sha256_hex
 from schemas.objects import ObjectFinalized
 from schemas.paths import StepObjectPath, gs_uri
+from schemas.signing import attempt_signing_key
 from store.ports import Conflict, ObjectMissing, ObjectTooLarge
 
 log = logging.getLogger("validibot.pipeline")
@@ -79,23 +87,63 @@ class LaunchStage:
     def _start(
         self, event: ObjectFinalized, path: StepObjectPath, *, claimed: AttemptDoc, envelope: InputEnvelope
     ) -> Handled:
+        ctx = self.context
+        signing_key = attempt_signing_key(
+            ctx.settings.signing_secret_bytes(),
+            run_id=path.run_id,
+            attempt_id=path.attempt_id,
+            callback_id=claimed.callback_id,
+        )
+        assignment = Assignment(envelope, claimed.input_sha256, signing_key)
+        # At most twice: inline, then the job it hands an over-budget step to.
+        for _ in range(2):
+            try:
+                result = self._launch(path, claimed, assignment)
+            except HandOff as exc:
+                log.info("%s: %s; handing it to the %s launcher", event.name, exc, ctx.settings.job_launcher)
+                handed = self._hand_off(path, claimed)
+                if handed is None:
+                    return Handled(Outcome.DUPLICATE, "the attempt moved on while it was handed to a job")
+                claimed = handed
+                continue
+            except LaunchRefused as exc:
+                self._refuse(path, claimed, str(exc))
+                return Handled(Outcome.FAILED, str(exc))
+            self._record_execution(path, claimed, result)
+            return Handled(Outcome.LAUNCHED)
+        raise RuntimeError(f"launcher {claimed.launcher!r} handed the attempt off again")
+
+    def _launch(self, path: StepObjectPath, claimed: AttemptDoc, assignment: Assignment) -> LaunchResult:
+        """Start the attempt on its launcher; on a fault the claim is released first, so the redelivery the
+        raise asks for can claim the attempt again (else it would take it for a duplicate)."""
         launcher = self.context.launchers.get(claimed.launcher)
+        if launcher is None:
+            raise LaunchRefused(f"no launcher {claimed.launcher!r} is configured in this deployment")
         try:
-            if launcher is None:
-                raise LaunchRefused(f"no launcher {claimed.launcher!r} is configured in this deployment")
-            result = launcher.launch(envelope, claimed.input_sha256)
-        except LaunchRefused as exc:
-            self._refuse(path, claimed, str(exc))
-            return Handled(Outcome.FAILED, str(exc))
+            return launcher.launch(assignment)
+        except (HandOff, LaunchRefused):
+            raise
         except Exception as exc:
-            # Raising makes the platform redeliver; without the release that redelivery would find the
-            # attempt DISPATCHING, take it for a duplicate, and the run would never finish.
             self._release(path, claimed)
             if isinstance(exc, LauncherBusy):
-                log.warning("%s: %s; the event will be redelivered", event.name, exc)
+                log.warning("%s: %s; the event will be redelivered", assignment.envelope.context.attempt_id, exc)
             raise
-        self._record_execution(path, claimed, result)
-        return Handled(Outcome.LAUNCHED)
+
+    def _hand_off(self, path: StepObjectPath, claimed: AttemptDoc) -> AttemptDoc | None:
+        def replan() -> Plan | None:
+            current = self.context.store.attempt(path.run_id, path.attempt_id)
+            if current is None:
+                return None
+            return plan_handed_off(
+                path.run_id,
+                path.attempt_id,
+                current=current,
+                claimed=claimed,
+                launcher=self.context.settings.job_launcher,
+            )
+
+        plan = self.context.commit_replanned(replan)
+        return plan.claimed if plan is not None else None
 
     def _release(self, path: StepObjectPath, claimed: AttemptDoc) -> None:
         current = self.context.store.attempt(path.run_id, path.attempt_id)

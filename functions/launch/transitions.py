@@ -137,6 +137,19 @@ def plan_dispatched(
     return Plan(writes=[Write(attempt_path(run_id, attempt_id), running, "replace", current.update_time)])
 
 
+def plan_handed_off(
+    run_id: str, attempt_id: str, *, current: Versioned[AttemptDoc], claimed: AttemptDoc, launcher: str
+) -> Plan | None:
+    """An inline run gave its step up: the attempt, still claimed, now belongs to the job launcher, so a redelivery
+    after a busy launcher goes straight to the job instead of spending the inline budget again."""
+    if not still_claimed(current.doc, claimed):
+        return None
+    handed = current.doc.model_copy(update={"launcher": launcher})
+    return Plan(
+        writes=[Write(attempt_path(run_id, attempt_id), handed, "replace", current.update_time)], claimed=handed
+    )
+
+
 def plan_launch_refused(
     run_id: str,
     attempt_id: str,

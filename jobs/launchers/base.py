@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from jobs.runtime import Assignment
 from schemas.enums import JobStatus
-from schemas.envelopes import InputEnvelope
 from schemas.paths import INPUT_NAME
+from schemas.signing import SIGNING_KEY_ENV
 
 
 @dataclass(frozen=True)
@@ -17,12 +18,15 @@ class LaunchResult:
     job_status: JobStatus | None = None
 
 
-def job_overrides(envelope: InputEnvelope) -> dict[str, str]:
-    """The environment that tells a job execution which attempt it serves (DESIGN §9), on every launcher."""
+def job_overrides(assignment: Assignment) -> dict[str, str]:
+    """The environment that tells a job execution which attempt it serves (DESIGN §9) and the key it signs its
+    verdict with (DESIGN §6; the launch environment is the only place that key is ever written)."""
+    envelope = assignment.envelope
     return {
         "VALIDIBOT_INPUT_URI": envelope.context.execution_bundle_uri + INPUT_NAME,
         "VALIDIBOT_OUTPUT_URI": envelope.context.expected_output_uri,
         "VALIDIBOT_RUN_ID": envelope.run_id,
+        SIGNING_KEY_ENV: assignment.signing_key,
     }
 
 
@@ -34,7 +38,11 @@ class LaunchRefused(Exception):
     """The platform will never start this job as configured (not deployed, no permission): the step fails."""
 
 
+class HandOff(Exception):
+    """An inline run gave the step up (its time budget ran out): the attempt goes to the job launcher instead."""
+
+
 class Launcher(Protocol):
     name: str
 
-    def launch(self, envelope: InputEnvelope, input_sha256: str) -> LaunchResult: ...
+    def launch(self, assignment: Assignment) -> LaunchResult: ...

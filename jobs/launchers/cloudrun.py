@@ -12,18 +12,19 @@ from google.cloud import run_v2
 from google.protobuf.duration_pb2 import Duration
 
 from jobs.launchers.base import LaunchRefused, LaunchResult, job_overrides
+from jobs.runtime import Assignment
 from schemas.enums import JobStatus
-from schemas.envelopes import InputEnvelope
 from schemas.settings import Settings
 
 Overrides = run_v2.RunJobRequest.Overrides
 
 
-def run_job_request(envelope: InputEnvelope, settings: Settings) -> run_v2.RunJobRequest:
+def run_job_request(assignment: Assignment, settings: Settings) -> run_v2.RunJobRequest:
+    envelope = assignment.envelope
     job = run_v2.JobsClient.job_path(
         settings.project, settings.cloudrun_region, settings.cloudrun_job_prefix + envelope.validator.type
     )
-    env = job_overrides(envelope)
+    env = job_overrides(assignment)
     return run_v2.RunJobRequest(
         name=job,
         overrides=Overrides(
@@ -51,8 +52,8 @@ class CloudRunLauncher:
         self._settings = settings
         self._client = client
 
-    def launch(self, envelope: InputEnvelope, input_sha256: str) -> LaunchResult:
-        request = run_job_request(envelope, self._settings)
+    def launch(self, assignment: Assignment) -> LaunchResult:
+        request = run_job_request(assignment, self._settings)
         try:
             operation = self._client.run_job(request=request)
         except (gexc.NotFound, gexc.PermissionDenied, gexc.InvalidArgument) as exc:

@@ -1,10 +1,14 @@
-"""Run a lightweight validator inside the launching function; it writes output.json like any job would."""
+"""Run a lightweight validator inside the launching function; it writes output.json like any job would.
+
+Inline work has a time budget (VALIDIBOT_INLINE_BUDGET_SECONDS): a validation still running when it is spent is
+abandoned and handed to a job, so one large document cannot hold the functions, or the small ones behind it.
+"""
 
 from __future__ import annotations
 
-from jobs.launchers.base import LaunchResult
-from jobs.runtime import execute
-from schemas.envelopes import InputEnvelope
+from jobs.launchers.base import HandOff, LaunchResult
+from jobs.runtime import Assignment, execute
+from jobs.validators.base import OverBudget
 from schemas.settings import Settings
 from store.ports import ObjectStore
 
@@ -16,6 +20,11 @@ class InlineLauncher:
         self._objects = objects
         self._settings = settings
 
-    def launch(self, envelope: InputEnvelope, input_sha256: str) -> LaunchResult:
-        execute(envelope, input_sha256, self._objects, self._settings)
+    def launch(self, assignment: Assignment) -> LaunchResult:
+        try:
+            execute(assignment, self._objects, self._settings, budget_seconds=self._settings.inline_budget_seconds)
+        except OverBudget as exc:
+            raise HandOff(
+                f"{exc} ({self._settings.inline_budget_seconds:g} s, VALIDIBOT_INLINE_BUDGET_SECONDS)"
+            ) from exc
         return LaunchResult()

@@ -18,11 +18,11 @@ import threading
 from datetime import UTC, datetime
 
 from jobs.launchers.base import LauncherBusy, LaunchResult, job_overrides
-from jobs.runtime import report_failure
+from jobs.runtime import Assignment, output_taken, report_failure
 from jobs.validators.base import ValidationResult
 from schemas.enums import JobStatus
-from schemas.envelopes import InputEnvelope
 from schemas.settings import Settings
+from schemas.signing import SIGNING_SECRET_ENV
 from store.ports import ObjectStore
 
 log = logging.getLogger("validibot.launcher.local")
@@ -30,11 +30,12 @@ log = logging.getLogger("validibot.launcher.local")
 EXECUTION_PREFIX = "local/"
 
 
-def job_environment(envelope: InputEnvelope, job_name: str, base: dict[str, str]) -> dict[str, str]:
-    """What a Cloud Run Job execution sees: its image's environment plus the launch's overrides."""
+def job_environment(assignment: Assignment, job_name: str, base: dict[str, str]) -> dict[str, str]:
+    """What a Cloud Run Job execution sees: its image's environment plus the launch's overrides; never the service's
+    signing secret, which the function's own environment holds."""
     return {
-        **base,
-        **job_overrides(envelope),
+        **{k: v for k, v in base.items() if k != SIGNING_SECRET_ENV},
+        **job_overrides(assignment),
         "CLOUD_RUN_JOB": job_name,
         "CLOUD_RUN_TASK_INDEX": "0",
         "CLOUD_RUN_TASK_COUNT": "1",
@@ -62,23 +63,23 @@ class LocalProcessLauncher:
         with self._lock:
             return list(self._running)
 
-    def launch(self, envelope: InputEnvelope, input_sha256: str) -> LaunchResult:
+    def launch(self, assignment: Assignment) -> LaunchResult:
+        envelope = assignment.envelope
         job_name = self._settings.cloudrun_job_prefix + envelope.validator.type
         base = {**os.environ, **self._settings.as_environment(), "VALIDIBOT_PARENT_PID": str(os.getpid())}
-        env = job_environment(envelope, job_name, base)
+        env = job_environment(assignment, job_name, base)
         with self._lock:
             limit = self._settings.local_max_concurrent_jobs
             if len(self._running) >= limit:
                 raise LauncherBusy(f"{limit} local jobs are already running (VALIDIBOT_LOCAL_MAX_CONCURRENT_JOBS)")
             process = subprocess.Popen([sys.executable, "-m", "jobs.run"], env=env, start_new_session=True)
             self._running[process.pid] = process
-        threading.Thread(
-            target=self._watch, args=(process, envelope, input_sha256), name=f"job-{process.pid}", daemon=True
-        ).start()
+        threading.Thread(target=self._watch, args=(process, assignment), name=f"job-{process.pid}", daemon=True).start()
         log.info("started %s for run %s as process group %s", job_name, envelope.run_id, process.pid)
         return LaunchResult(execution_name=f"{EXECUTION_PREFIX}{process.pid}", job_status=JobStatus.RUNNING)
 
-    def _watch(self, process: subprocess.Popen[bytes], envelope: InputEnvelope, input_sha256: str) -> None:
+    def _watch(self, process: subprocess.Popen[bytes], assignment: Assignment) -> None:
+        envelope = assignment.envelope
         started_at = datetime.now(UTC)
         limit = envelope.context.timeout_seconds + self._settings.local_kill_grace_seconds
         timed_out = False
@@ -99,9 +100,9 @@ class LocalProcessLauncher:
                 "and was stopped",
                 timed_out=True,
             )
-        elif process.returncode != 0 and self._objects.stat(envelope.context.expected_output_uri) is None:
+        elif process.returncode != 0 and not output_taken(self._objects, assignment, self._settings):
             result = ValidationResult(runtime_error=describe_exit(process.returncode))
         else:
             return
         log.warning("job %s for run %s: %s", process.pid, envelope.run_id, result.runtime_error)
-        report_failure(self._objects, envelope, input_sha256, result, started_at, self._settings)
+        report_failure(self._objects, assignment, result, started_at=started_at, settings=self._settings)

@@ -20,6 +20,10 @@ class ConfigError(ValueError):
     """A step's configuration this validator cannot use."""
 
 
+class OverBudget(Exception):
+    """An inline validation outlived its VALIDIBOT_INLINE_BUDGET_SECONDS: the step is handed to a job instead."""
+
+
 @dataclass(frozen=True)
 class InputFile:
     ref: FileRef
@@ -34,6 +38,13 @@ class ValidationContext:
     timeout_seconds: int
     # time.monotonic() at which the step's time is up; set when the job started, downloads included.
     deadline: float
+    # time.monotonic() past which an inline run gives the step up to a job; None in a job.
+    budget_deadline: float | None = None
+
+    def check_budget(self) -> None:
+        """Validators that can run long call this now and then: past an inline budget it raises OverBudget."""
+        if self.budget_deadline is not None and time.monotonic() > self.budget_deadline:
+            raise OverBudget("still validating when the inline time budget ran out")
 
     def seconds_left(self) -> float:
         """What a validator's engine may use: the step's time left, less what reporting the result takes."""

@@ -43,9 +43,9 @@ def test_valid_and_invalid_documents_reach_their_verdicts_and_the_dashboard(full
 def test_plain_client_upload_into_the_inbox_works_the_same(full_stack: LocalStack) -> None:
     settings = full_stack.settings
     name = inbox_object("demo", "json-basic", "uploaded-with-the-client.json")
-    blob = full_stack.services.storage_client.bucket(settings.bucket).blob(name)
+    blob = full_stack.services.storage_client.bucket(settings.inbox_bucket).blob(name)
     blob.upload_from_filename(str(EXAMPLES / "building-invalid.json"), content_type="application/json")
-    run_id = run_id_for(settings.bucket, name, int(blob.generation))
+    run_id = run_id_for(settings.inbox_bucket, name, int(blob.generation))
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

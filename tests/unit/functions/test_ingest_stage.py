@@ -70,29 +70,40 @@ def test_a_redelivered_output_is_a_duplicate_and_changes_nothing() -> None:
     assert len(world.reads.findings(run_id, limit=100)) == 4
 
 
-@pytest.mark.parametrize(
-    ("forge", "reason"),
-    [
-        (lambda out: out.model_copy(update={"callback_id": "guessed"}).to_bytes(), "callback_id does not match"),
-        (
-            lambda out: out.model_copy(update={"input_envelope_sha256": "0" * 64}).to_bytes(),
-            "input_envelope_sha256 does not match the input.json that was launched",
+SIGNED_FORGERIES = {
+    "callback_id": (lambda out: out.model_copy(update={"callback_id": "guessed"}), "callback_id does not match"),
+    "callback_id-path": (lambda out: out.model_copy(update={"callback_id": "a/b"}), "callback_id does not match"),
+    "input_sha256": (
+        lambda out: out.model_copy(update={"input_envelope_sha256": "0" * 64}),
+        "input_envelope_sha256 does not match the input.json that was launched",
+    ),
+    "step": (lambda out: out.model_copy(update={"step_key": "other"}), "step does not match the attempt"),
+    "artifact-elsewhere": (
+        lambda out: out.model_copy(
+            update={
+                "artifacts": [
+                    {
+                        "name": "x.json",
+                        "uri": out.model_dump()["artifacts"][0]["uri"]
+                        if out.artifacts
+                        else "gs://unit-bucket/runs/demo/0123456789abcdef01234567/submission/x.json",
+                        "size_bytes": 1,
+                        "sha256": "0" * 64,
+                    }
+                ]
+            }
         ),
-        (lambda out: out.model_copy(update={"step_key": "other"}).to_bytes(), "step does not match the attempt"),
-        (lambda out: b"{ nope", "output.json is not a valid output envelope: 1 validation error"),
-        (
-            lambda out: json.dumps({**out.model_dump(mode="json"), "surprise": 1}).encode(),
-            "output.json is not a valid output envelope",
-        ),
-    ],
-    ids=["callback_id", "input_sha256", "step", "malformed", "unknown-field"],
-)
-def test_a_forged_or_broken_output_is_rejected_and_the_run_is_untouched(forge, reason: str) -> None:
+        "artifact 'x.json' lies outside the attempt's artifacts/ folder",
+    ),
+}
+
+
+@pytest.mark.parametrize(("forge", "reason"), SIGNED_FORGERIES.values(), ids=SIGNED_FORGERIES.keys())
+def test_a_signed_output_that_is_not_this_attempts_is_rejected_and_the_run_is_untouched(forge, reason: str) -> None:
     world = FakeWorld()
-    run_id, slot = scheduled_slot(world)
+    run_id, _ = scheduled_slot(world)
     before = world.store.run(run_id)
-    data = forge(genuine_output(run_id, world.store.attempt(run_id, "01-1").doc))
-    event = world.upload(parse_gs_uri(slot)[1], data)
+    event = world.put_output(run_id, forge(genuine_output(run_id, world.store.attempt(run_id, "01-1").doc)).to_bytes())
 
     handled = world.pipeline.handle(event)
 
@@ -102,6 +113,112 @@ def test_a_forged_or_broken_output_is_rejected_and_the_run_is_untouched(forge, r
     [rejected] = world.reads.rejected_receipts(run_id, limit=10)
     assert reason in (rejected.reason or "")
     assert world.pipeline.handle(event) == Handled(Outcome.ALREADY_RECORDED)
+
+
+@pytest.mark.parametrize(
+    ("signature", "reason"),
+    [(None, "output.json is not signed"), ("f" * 64, "output.json's signature does not verify with its attempt's key")],
+    ids=["unsigned", "wrongly-signed"],
+)
+def test_an_output_without_its_attempts_signature_is_rejected_even_with_every_identity_right(
+    signature: str | None, reason: str
+) -> None:
+    world = FakeWorld()
+    run_id, slot = scheduled_slot(world)
+    before = world.store.run(run_id)
+    forged = genuine_output(run_id, world.store.attempt(run_id, "01-1").doc).to_bytes()
+
+    handled = world.pipeline.handle(world.upload(parse_gs_uri(slot)[1], forged, signature=signature))
+
+    assert handled == Handled(Outcome.REJECTED, reason)
+    assert world.store.run(run_id) == before
+    assert world.store.receipt(world.store.attempt(run_id, "01-1").doc.callback_id) is None
+
+
+def test_a_signature_made_for_another_attempt_does_not_verify() -> None:
+    world = FakeWorld()
+    other_run, _ = scheduled_slot(world)
+    run_id, slot = scheduled_slot(world)
+    forged = genuine_output(run_id, world.store.attempt(run_id, "01-1").doc).to_bytes()
+
+    handled = world.pipeline.handle(
+        world.upload(parse_gs_uri(slot)[1], forged, signature=world.attempt_signature(other_run, forged))
+    )
+
+    assert handled == Handled(Outcome.REJECTED, "output.json's signature does not verify with its attempt's key")
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (lambda out: b"{ nope", "its output.json is not a valid output envelope"),
+        (
+            lambda out: json.dumps({**out.model_dump(mode="json"), "surprise": 1}).encode(),
+            "its output.json is not a valid output envelope: surprise: Extra inputs are not permitted",
+        ),
+        (
+            lambda out: out.model_copy(
+                update={"metrics": [{"name": f"m{i}", "value": i} for i in range(201)]}
+            ).to_bytes(),
+            "its output could not be recorded: it has 201 metrics; the limit is 200 (VALIDIBOT_MAX_METRICS_PER_OUTPUT)",
+        ),
+        (
+            lambda out: out.model_copy(update={"outputs": {"blob": "x" * 20_000}}).to_bytes(),
+            "its outputs are 20012 bytes of JSON; the limit is 16384 bytes (VALIDIBOT_MAX_OUTPUTS_BYTES)",
+        ),
+        (
+            lambda out: out.model_copy(
+                update={"messages": [{"severity": "ERROR", "code": "x", "text": "y" * 3000}]}
+            ).to_bytes(),
+            "a message is 3000 characters long; the limit is 2000 (VALIDIBOT_MAX_MESSAGE_CHARS)",
+        ),
+        (
+            lambda out: out.model_copy(
+                update={"messages": [{"severity": "ERROR", "code": "x", "text": "y"}], "counts": {"ERROR": 0}}
+            ).to_bytes(),
+            "its counts are lower than the messages it lists",
+        ),
+    ],
+    ids=["malformed", "unknown-field", "metrics", "outputs", "message-text", "counts"],
+)
+def test_a_genuine_output_that_cannot_be_recorded_fails_its_step_and_ends_the_run(content, error: str) -> None:
+    world = FakeWorld()
+    run_id = launched(world)
+    output = genuine_output(run_id, world.store.attempt(run_id, "01-1").doc)
+
+    assert world.pipeline.handle(world.put_output(run_id, content(output))) == APPLIED
+
+    run = world.store.run(run_id).doc
+    assert (run.status, run.error_category) == (RunStatus.FAILED, ErrorCategory.RUNTIME_ERROR)
+    assert error in run.error
+    assert error in world.store.step(run_id, 1).error
+
+
+def test_a_genuine_output_over_the_envelope_limit_fails_its_step_unparsed() -> None:
+    world = FakeWorld(max_envelope_bytes=4096)
+    run_id = launched(world)
+    output = genuine_output(run_id, world.store.attempt(run_id, "01-1").doc)
+    huge = output.model_copy(update={"outputs": {"pad": "x" * 10_000}}).to_bytes()
+
+    assert world.pipeline.handle(world.put_output(run_id, huge)) == APPLIED
+
+    run = world.store.run(run_id).doc
+    assert run.status == RunStatus.FAILED
+    assert f"its output.json is {len(huge)} bytes; the limit is 4096 bytes (VALIDIBOT_MAX_ENVELOPE_BYTES)" in run.error
+
+
+def test_overwriting_a_finished_runs_output_is_rejected_and_changes_nothing() -> None:
+    world = FakeWorld()
+    run_id = launched(world)
+    world.pipeline.handle(world.output_event(run_id))
+    before = world.store.run(run_id)
+    success = genuine_output(run_id, world.store.attempt(run_id, "01-1").doc).to_bytes()
+
+    handled = world.pipeline.handle(world.put_output(run_id, success, signed=False))
+
+    assert handled == Handled(Outcome.REJECTED, "output.json is not signed")
+    assert world.store.run(run_id) == before
+    assert len(world.reads.findings(run_id, limit=100)) == 4
 
 
 def test_an_output_at_another_path_is_rejected() -> None:

@@ -77,12 +77,36 @@ def test_a_lost_race_to_create_the_run_replays_the_winners_effects() -> None:
     [
         ("nobody", "json-basic", "a.json", "unknown organization 'nobody'"),
         ("demo", "nope", "a.json", "organization 'demo' has no workflow 'nope'; upload to inbox/demo/<workflow>/"),
-        ("demo", "json-basic", "a..b.json", "unsafe file name: the file name 'a..b.json' contains '..'"),
+        (
+            "demo",
+            "json-basic",
+            "invoice\u202egpj.exe",
+            "unsafe file name: the file name 'invoice\\u202egpj.exe' contains a path separator, a control character or "
+            "a bidirectional override; use a plain file name",
+        ),
+        (
+            "demo",
+            "json-basic",
+            "\U0001f600" * 51,
+            "unsafe file name: the file name is 204 bytes long in UTF-8; the limit is 200 bytes",
+        ),
+        ("demo", None, "a.json", "the file is not in a workflow's folder; upload to inbox/demo/<workflow>/a.json"),
+        (
+            "demo",
+            "json-basic",
+            "sub/a.json",
+            "unsafe file name: the file name 'sub/a.json' contains a path separator, a control character or a "
+            "bidirectional override; use a plain file name",
+        ),
     ],
+    ids=["unknown-org", "unknown-workflow", "bidi-override", "too-many-bytes", "no-workflow-folder", "nested"],
 )
-def test_a_refused_upload_is_one_failed_run_saying_why(org: str, workflow: str, filename: str, error: str) -> None:
+def test_a_refused_upload_is_one_failed_run_saying_why(
+    org: str, workflow: str | None, filename: str, error: str
+) -> None:
     world = FakeWorld()
-    event = world.upload(inbox_object(org, workflow, filename), VALID)
+    name = inbox_object(org, workflow, filename) if workflow else f"inbox/{org}/{filename}"
+    event = world.upload(name, VALID)
     run_id = run_id_for(event.bucket, event.name, event.generation)
 
     assert world.pipeline.handle(event) == Handled(Outcome.REFUSED)

@@ -8,6 +8,7 @@ from functions.stage import Handled, Outcome
 from jobs.launchers.base import LauncherBusy, LaunchRefused, LaunchResult
 from schemas.enums import AttemptState, ErrorCategory, JobStatus, LifecycleType, RunStatus, StepStatus
 from schemas.paths import attempt_id_for
+from schemas.signing import attempt_signing_key
 from tests.fakes import FakeWorld
 from tests.support import APPLIED, CREATED, DUPLICATE, LAUNCHED, VALID
 
@@ -45,8 +46,12 @@ def test_a_job_launch_records_its_execution() -> None:
     attempt = world.store.attempt(run_id, attempt_id_for(1, 1)).doc
     assert (attempt.state, attempt.launcher) == (AttemptState.RUNNING, "local")
     assert (attempt.execution_name, attempt.job_status) == ("local/4242", JobStatus.RUNNING)
-    [envelope] = world.job_launcher.launched
-    assert envelope.context.expected_output_uri == attempt.expected_output_uri
+    [assignment] = world.job_launcher.launched
+    assert assignment.envelope.context.expected_output_uri == attempt.expected_output_uri
+    assert assignment.input_sha256 == attempt.input_sha256
+    assert assignment.signing_key == attempt_signing_key(
+        world.settings.signing_secret_bytes(), run_id=run_id, attempt_id="01-1", callback_id=attempt.callback_id
+    )
 
 
 def test_a_redelivered_input_is_a_duplicate_and_launches_nothing_more() -> None:

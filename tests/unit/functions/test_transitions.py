@@ -26,6 +26,9 @@ from schemas.objects import ObjectFinalized
 from schemas.paths import InboxPath, parse_object_name, run_id_for
 from schemas.settings import Settings
 
+# Callback ids in the form new_callback_id() makes (43 URL-safe characters): INGEST refuses any other.
+FIRST_CALLBACK = "first-callback".ljust(43, "x")
+NEXT_CALLBACK = "next-callback".ljust(43, "x")
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SETTINGS = Settings(bucket="bkt", max_findings_per_step=3, dispatch_lease_seconds=60)
 SCHEMA = {"type": "object", "required": ["name"]}
@@ -64,7 +67,7 @@ def intake_with(wf: WorkflowDoc, settings: Settings) -> Plan:
         workflow=wf,
         submission=SUBMISSION,
         problem=None,
-        callback_id="cb-1",
+        callback_id=FIRST_CALLBACK,
         settings=settings,
         now=NOW,
     )
@@ -127,7 +130,7 @@ def ingest(run: RunDoc, attempt: AttemptDoc, output: OutputEnvelope, event: Obje
         output,
         run=versioned(run),
         attempt=versioned(attempt),
-        next_callback_id="cb-next",
+        next_callback_id=NEXT_CALLBACK,
         settings=SETTINGS,
         now=NOW,
     )
@@ -159,7 +162,7 @@ def test_intake_creates_run_steps_and_first_attempt_whose_input_hash_is_recorded
     assert input_json.uri == attempt.input_uri
     assert sha256_hex(input_json.data) == attempt.input_sha256
     envelope = InputEnvelope.model_validate_json(input_json.data)
-    assert envelope.context.callback_id == "cb-1"
+    assert envelope.context.callback_id == FIRST_CALLBACK
     assert envelope.input_files[0].generation == 3
     assert envelope.inputs == {"schema": SCHEMA}
     assert [e.type for e in plan.effects.events] == [LifecycleType.RUN_CREATED]
@@ -186,7 +189,7 @@ def test_refused_submission_is_one_failed_run_and_two_events() -> None:
         workflow=None,
         submission=None,
         problem=problem,
-        callback_id="cb",
+        callback_id=FIRST_CALLBACK,
         settings=SETTINGS,
         now=NOW,
     )
@@ -308,7 +311,7 @@ def test_passing_step_schedules_the_next_with_a_fresh_callback_id() -> None:
 
     next_attempt = written(plan, attempt_path(RUN_ID, "02-1"))
     assert next_attempt.mode == "create"
-    assert next_attempt.doc.callback_id == "cb-next"
+    assert next_attempt.doc.callback_id == NEXT_CALLBACK
     assert next_attempt.doc.step_key == "two"
     [input_json] = plan.effects.objects
     assert sha256_hex(input_json.data) == next_attempt.doc.input_sha256

@@ -49,17 +49,42 @@ def test_run_id_is_stable_per_object_version() -> None:
     assert len(first) == 24
 
 
-@pytest.mark.parametrize(
-    "name", ["", "a/b", "a\\b", "nul\x00.json", "..", "x..y", " lead.json", "trail.json ", "ctl\n.json", "x" * 201]
-)
+UNSAFE_NAMES = {
+    "empty": "",
+    "slash": "a/b",
+    "backslash": "a\\b",
+    "nul": "nul\x00.json",
+    "dot": ".",
+    "dotdot": "..",
+    "leading-space": " lead.json",
+    "trailing-space": "trail.json ",
+    "newline": "ctl\n.json",
+    "c1-next-line": "ctl\x85.json",
+    "c1-csi": "ctl\x9b.json",
+    "right-to-left-override": "invoice\u202egpj.exe",
+    "left-to-right-isolate": "a\u2066b.json",
+    "right-to-left-mark": "a\u200fb.json",
+    "201-bytes": "x" * 201,
+    "emoji-over-the-byte-limit": "\U0001f600" * 51,  # 51 characters, 204 bytes in UTF-8
+}
+
+
+@pytest.mark.parametrize("name", UNSAFE_NAMES.values(), ids=UNSAFE_NAMES.keys())
 def test_unsafe_file_names_are_refused(name: str) -> None:
     with pytest.raises(UnsafeName):
-        check_filename(name, max_length=200)
+        check_filename(name, max_bytes=200)
 
 
-@pytest.mark.parametrize("name", ["model.idf", "Résumé 2026.json", "a.b.c", "x" * 200])
+@pytest.mark.parametrize(
+    "name", ["model.idf", "Résumé 2026.json", "a.b.c", "a..b.json", "...json", "x" * 200, "\U0001f600" * 50]
+)
 def test_plain_leaf_names_are_accepted(name: str) -> None:
-    assert check_filename(name, max_length=200) == name
+    assert check_filename(name, max_bytes=200) == name
+
+
+def test_the_name_limit_counts_utf8_bytes_and_says_so() -> None:
+    with pytest.raises(UnsafeName, match="204 bytes long in UTF-8; the limit is 200 bytes"):
+        check_filename("\U0001f600" * 51, max_bytes=200)
 
 
 def test_gs_uri_parsing() -> None:
