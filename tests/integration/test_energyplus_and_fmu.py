@@ -91,6 +91,36 @@ def test_python_plugin_model_is_refused_before_energyplus_runs(harness: Harness)
     assert output.artifacts == []  # no eplusout.err: EnergyPlus never started
 
 
+@pytest.mark.parametrize(
+    ("file_name", "refused"),
+    [("occupancy.csv", False), ("/etc/passwd", True), ("../../secrets/occupancy.csv", True)],
+    ids=["relative", "absolute", "outside"],
+)
+def test_schedule_file_runs_with_a_relative_name_and_is_refused_with_any_other(
+    harness: Harness, file_name: str, refused: bool
+) -> None:
+    model = (EXAMPLES / "small-office.idf").read_text() + (
+        f"\nSchedule:File, Occupancy From File, Any Number, {file_name}, 1, 0, 8760, Comma;\n"
+    )
+    workflow = harness.add_workflow(
+        [StepSpec(key="simulate", name="Design days", validator="energyplus", config={"design_days_only": True})]
+    )
+
+    run_id, run = harness.run_job(model.encode(), workflow, "office.idf")
+
+    assert run.status == RunStatus.FAILED
+    messages = " ".join(f.message for f in harness.reads.findings(run_id, 100))
+    output = output_of(harness, run_id)
+    if refused:
+        assert output.outputs == {"simulated": False}
+        assert f"Schedule:File 'Occupancy From File' field 'File Name' is not allowed: '{file_name}'" in messages
+    else:
+        # Not refused: EnergyPlus itself ran, and reports the file this one-file submission did not bring.
+        assert output.outputs["simulated"] is True
+        assert "occupancy.csv" in messages.lower()
+        assert "is not allowed" not in messages
+
+
 def test_epjson_model_runs_with_the_steps_run_settings(harness: Harness, tmp_path: Path) -> None:
     from jobs.validators.energyplus import energyplus_binary
 
