@@ -247,30 +247,53 @@ def test_malformed_ids_in_web_urls_are_not_found_never_a_server_error(web: Flask
     assert web.get(path).status_code == 404
 
 
-def test_an_artifact_changed_after_its_step_recorded_it_is_not_served(harness: Harness, web: FlaskClient) -> None:
+def run_with_artifact(harness: Harness, recorded_sha256: str | None = None) -> tuple[str, str]:
+    """A run whose applied output lists one artifact (with the sha256 given, else its own); its URL and URI."""
     run_id = scheduled(harness)
     harness.pipeline.handle(harness.input_event(run_id))
     attempt = attempt_of(harness, run_id)
-    harness.bucket.blob(parse_gs_uri(attempt.expected_output_uri)[1]).delete()
+    harness.bucket.blob(parse_gs_uri(attempt.expected_output_uri)[1]).delete()  # the inline verdict, made again
     artifact_uri = attempt.expected_output_uri.removesuffix("output.json") + "artifacts/report.txt"
     stored = harness.objects_port.write_new(artifact_uri, b"the validator's report", "text/plain")
     listed = {
         "name": "report.txt",
         "uri": artifact_uri,
         "size_bytes": stored.size,
-        "sha256": stored.sha256,
+        "sha256": recorded_sha256 or stored.sha256,
         "generation": stored.generation,
         "mime_type": "text/plain",
     }
     output = revised(genuine_output(run_id, attempt), artifacts=[listed])
     assert harness.pipeline.handle(harness.put_output(run_id, output.to_bytes())) == APPLIED
-    url = f"/orgs/demo/runs/{run_id}/steps/1/artifacts/report.txt"
-    assert web.get(url).data == b"the validator's report"
+    return f"/orgs/demo/runs/{run_id}/steps/1/artifacts/report.txt", artifact_uri
+
+
+def test_an_artifact_is_served_as_recorded_and_only_to_its_own_org(harness: Harness, web: FlaskClient) -> None:
+    url, _ = run_with_artifact(harness)
+
+    served = web.get(url)
+
+    assert (served.status_code, served.data) == (200, b"the validator's report")
+    assert served.headers["Content-Disposition"] == "attachment; filename=report.txt"
+    assert web.get(url.replace("/orgs/demo/", "/orgs/other/")).status_code == 404
+
+
+def test_an_artifact_replaced_after_its_step_recorded_it_is_not_served(harness: Harness, web: FlaskClient) -> None:
+    url, artifact_uri = run_with_artifact(harness)
 
     harness.upload(parse_gs_uri(artifact_uri)[1], b"something else entirely", "text/plain")
 
-    assert web.get(url).status_code == 409
-    assert web.get(f"/orgs/other/runs/{run_id}/steps/1/artifacts/report.txt").status_code == 404
+    # Pinned to the recorded generation: without bucket versioning that version is gone, never the new one served.
+    assert web.get(url).status_code == 404
+
+
+def test_an_artifact_whose_bytes_differ_from_the_record_is_not_served(harness: Harness, web: FlaskClient) -> None:
+    url, _ = run_with_artifact(harness, recorded_sha256="0" * 64)
+
+    refused = web.get(url)
+
+    assert refused.status_code == 409
+    assert b"the validator's report" not in refused.data
 
 
 def test_uploads_land_in_the_inbox_bucket_and_runs_copy_them_into_the_pipeline_bucket(harness: Harness) -> None:

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
+import dataclasses
+import gc
 import json
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from jobs.runtime import build_output
-from jobs.validators.base import ConfigError, InputFile, ValidationContext, ValidationResult
-from jobs.validators.json_schema import JsonSchemaValidator, json_pointer
-from schemas.enums import EnvelopeStatus
+from jobs.validators.base import ConfigError, InputFile, OverBudget, ValidationContext, ValidationResult
+from jobs.validators.json_schema import MAX_INTEGER_DIGITS, JsonSchemaValidator, json_pointer
+from schemas.enums import EnvelopeStatus, Severity
 from schemas.envelopes import FileRef, Message
 
 
@@ -29,6 +32,15 @@ def context(tmp_path: Path, document: bytes, config: dict) -> ValidationContext:
 def validate(tmp_path: Path, document: object, schema: dict, **config: object) -> ValidationResult:
     raw = document if isinstance(document, bytes) else json.dumps(document).encode()
     return JsonSchemaValidator().validate(context(tmp_path, raw, {"schema": schema, **config}))
+
+
+def located(messages: list[Message]) -> list[tuple[str, str, int | None, int | None, str | None]]:
+    """What a finding says and where, without its wording."""
+    return [(m.severity, m.code, m.location.line, m.location.column, m.location.path) for m in messages]
+
+
+BUDGET_SCHEMA = {"type": "array", "items": {"type": "object", "properties": {"value": {"type": "integer"}}}}
+AREA_SCHEMA = {"type": "object", "properties": {"floor_area_m2": {"type": "number", "exclusiveMinimum": 0}}}
 
 
 def test_one_error_per_violation_located_by_json_pointer(tmp_path: Path) -> None:
@@ -96,31 +108,154 @@ def test_json_pointer_escapes() -> None:
     assert json_pointer(["a~b", "c/d", 0]) == "/a~0b/c~1d/0"
 
 
-def test_output_keeps_at_most_the_configured_number_of_messages() -> None:
-    from datetime import UTC, datetime
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_refused_where_they_are(tmp_path: Path, constant: str) -> None:
+    # Python's json reads these, and NaN compares false with everything, so it passed exclusiveMinimum.
+    result = validate(tmp_path, f'{{\n  "floor_area_m2": {constant}\n}}'.encode(), AREA_SCHEMA)
 
-    from schemas.envelopes import InputContext, InputEnvelope, OrgRef, ValidatorRef, WorkflowRef
+    assert located(result.messages) == [(Severity.ERROR, "json.non_finite_number", 2, 20, None)]
+    assert result.messages[0].text.startswith(f"{constant} is not a JSON number")
+    assert result.status == EnvelopeStatus.FAILED_VALIDATION
 
-    envelope = InputEnvelope(
-        run_id="r",
-        validator=ValidatorRef(id="json-schema", type="json-schema", version="1"),
-        org=OrgRef(id="demo", name="Demo"),
-        workflow=WorkflowRef(id="demo.wf", step_key="s", step_name="S"),
-        input_files=[],
-        context=InputContext(
-            attempt_id="01-1",
-            callback_id="cb",
-            expected_output_uri="gs://b/o",
-            execution_bundle_uri="gs://b/",
-            timeout_seconds=5,
-        ),
+
+def test_every_refused_number_is_reported_and_the_document_is_not_validated(tmp_path: Path) -> None:
+    document = (
+        b'{"note": "NaN, -Infinity and 1e400 in a string are text",\n "a": [1, -Infinity, 2.5],\n "b": 1e400, "c": NaN}'
     )
-    many = ValidationResult(messages=[Message(severity="ERROR", code="x", text=str(i)) for i in range(10)])
-    now = datetime.now(UTC)
 
-    output = build_output(envelope, "f" * 64, many, now, now, max_messages=4)
+    result = validate(tmp_path, document, {"required": ["missing"]})
 
-    assert [m.text for m in output.messages[:3]] == ["0", "1", "2"]
-    assert output.messages[3].code == "truncated"
-    assert output.messages[3].text.startswith("7 more messages were dropped")
-    assert output.status == EnvelopeStatus.FAILED_VALIDATION
+    # No json-schema.required: a document that is not JSON is not validated.
+    assert located(result.messages) == [
+        (Severity.ERROR, "json.non_finite_number", 2, 11, None),
+        (Severity.ERROR, "json.number_out_of_range", 3, 7, None),
+        (Severity.ERROR, "json.non_finite_number", 3, 19, None),
+    ]
+    assert result.messages[1].text.startswith("1e400 is beyond the range of a double-precision number")
+    assert result.status == EnvelopeStatus.FAILED_VALIDATION
+
+
+@pytest.fixture(params=[None, 0, 1000], ids=["interpreter-default", "interpreter-unlimited", "interpreter-lower"])
+def interpreter_digit_limit(request: pytest.FixtureRequest) -> Iterator[int]:
+    """The limit in force with the interpreter's own int() limit as Python sets it, switched off, or set lower."""
+    saved = sys.get_int_max_str_digits()
+    if request.param is not None:
+        sys.set_int_max_str_digits(request.param)
+    try:
+        yield min(MAX_INTEGER_DIGITS, sys.get_int_max_str_digits() or MAX_INTEGER_DIGITS)
+    finally:
+        sys.set_int_max_str_digits(saved)
+
+
+def test_an_integer_too_long_to_read_is_a_located_finding(tmp_path: Path, interpreter_digit_limit: int) -> None:
+    digits = 5000
+    result = validate(tmp_path, f'{{"ok": 1,\n "floor_area_m2": -{"9" * digits}}}'.encode(), AREA_SCHEMA)
+
+    assert located(result.messages) == [(Severity.ERROR, "json.number_too_long", 2, 19, None)]
+    assert result.messages[0].text.startswith(
+        f"an integer of {digits} digits is longer than the {interpreter_digit_limit} allowed"
+    )
+    assert result.status == EnvelopeStatus.FAILED_VALIDATION
+
+
+def test_an_integer_as_long_as_allowed_is_validated(tmp_path: Path) -> None:
+    longest = int("9" * MAX_INTEGER_DIGITS)
+    assert validate(tmp_path, {"floor_area_m2": longest}, AREA_SCHEMA).messages == []
+    result = validate(tmp_path, {"floor_area_m2": -longest}, AREA_SCHEMA)
+    assert [(m.code, m.location.path) for m in result.messages] == [("json-schema.exclusiveMinimum", "/floor_area_m2")]
+
+
+def test_multiple_of_is_exact_for_integers_beyond_a_float(tmp_path: Path) -> None:
+    # jsonschema divides the integer by the float before guarding against overflow, and raised OverflowError.
+    result = validate(tmp_path, [10**400, 10**400 + 1, 3], {"items": {"multipleOf": 2.0}})
+    assert [(m.code, m.location.path) for m in result.messages] == [
+        ("json-schema.multipleOf", "/1"),
+        ("json-schema.multipleOf", "/2"),
+    ]
+    assert validate(tmp_path, [10**400, 1.5], {"items": {"multipleOf": 0.5}}).messages == []
+
+
+def test_each_repeated_key_is_a_warning_at_its_path_and_the_last_value_is_validated(tmp_path: Path) -> None:
+    document = b"""{
+      "rooms": [{"name": "a"}, {"name": "b", "area": 3, "name": 7}],
+      "meta": {"x": 1, "x": 2, "x": 3, "y": [{"z/~": 1, "z/~": 2}]},
+      "old": {"lost": 1, "lost": 2},
+      "old": {"kept": true}
+    }"""
+    schema = {"properties": {"rooms": {"items": {"properties": {"name": {"type": "string"}}}}}}
+
+    result = validate(tmp_path, document, schema)
+
+    assert [(m.severity, m.code, m.location.path) for m in result.messages] == [
+        (Severity.WARNING, "json.duplicate_key", "/rooms/1/name"),
+        (Severity.WARNING, "json.duplicate_key", "/meta/x"),
+        (Severity.WARNING, "json.duplicate_key", "/meta/y/0/z~1~0"),
+        (Severity.WARNING, "json.duplicate_key", "/old"),
+        # Inside the value the second "old" replaced: still in the document a reader sees.
+        (Severity.WARNING, "json.duplicate_key", "/old/lost"),
+        (Severity.ERROR, "json-schema.type", "/rooms/1/name"),
+    ]
+    assert result.messages[1].text == "key 'x' appears 3 times in one object; the last value is used"
+    assert result.messages[-1].text == "7 is not of type 'string'"
+    assert result.metrics[0].value == 1
+
+
+def test_repeated_keys_alone_do_not_fail_the_document(tmp_path: Path) -> None:
+    result = validate(tmp_path, b'[{"a": 1, "a": 1}]', {"items": {"required": ["a"]}})
+
+    assert located(result.messages) == [(Severity.WARNING, "json.duplicate_key", None, None, "/0/a")]
+    assert result.status == EnvelopeStatus.SUCCESS
+
+
+def test_a_valid_document_with_every_kind_of_value_has_no_findings(tmp_path: Path) -> None:
+    document = {
+        "floor_area_m2": 1.5e308,
+        "tiny": -5e-324,
+        "count": -(10**300),
+        "text": 'NaN Infinity 1e400 "quoted" \\',
+        "nested": [[], {}, [{"a": None, "b": True, "c": False}]],
+    }
+    result = validate(tmp_path, document, AREA_SCHEMA | {"required": ["floor_area_m2", "nested"]})
+    assert result.messages == []
+    assert result.status == EnvelopeStatus.SUCCESS
+
+
+def test_every_violation_is_reported_in_document_order(tmp_path: Path) -> None:
+    # More than the runtime lists by default: what is kept is the runtime's choice, not the validator's.
+    count = 12_000
+    result = validate(tmp_path, [{"room": -1}] * count, {"items": {"properties": {"room": {"minimum": 0}}}})
+
+    assert len(result.messages) == count
+    assert gc.isenabled()  # the collector, held off while messages are built, runs again
+    assert result.metrics[0].value == count
+    assert [m.location.path for m in result.messages[8:12]] == ["/8/room", "/9/room", "/10/room", "/11/room"]
+    assert result.messages[-1].location.path == f"/{count - 1}/room"
+
+
+def test_a_document_too_deep_for_the_schema_is_a_finding(tmp_path: Path) -> None:
+    depth = 600  # read by json, but past what jsonschema's recursion through $ref can follow
+    result = validate(tmp_path, b"[" * depth + b"]" * depth, {"items": {"$ref": "#"}, "minItems": 1})
+    assert located(result.messages) == [(Severity.ERROR, "json.depth", None, None, None)]
+
+
+def test_a_validation_past_its_inline_budget_stops_while_descending(tmp_path: Path) -> None:
+    """Even a valid document, which gives the validator no violation to pause at, is interruptible."""
+
+    @dataclasses.dataclass(frozen=True)
+    class SpentAfterParsing(ValidationContext):
+        checks: list[int] = dataclasses.field(default_factory=list)
+
+        def check_budget(self) -> None:
+            self.checks.append(1)
+            if len(self.checks) > 10:
+                raise OverBudget("still validating when the inline time budget ran out")
+
+    document = json.dumps([{"value": n} for n in range(1000)]).encode()
+    plain = context(tmp_path, document, {"schema": BUDGET_SCHEMA})
+    spent = SpentAfterParsing(**{f.name: getattr(plain, f.name) for f in dataclasses.fields(ValidationContext)})
+
+    with pytest.raises(OverBudget):
+        JsonSchemaValidator().validate(spent)
+
+    assert len(spent.checks) == 11
+    assert JsonSchemaValidator().validate(plain).status == EnvelopeStatus.SUCCESS
