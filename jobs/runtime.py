@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from jobs.validators.base import (
     ValidationContext,
     ValidationResult,
 )
+from jobs.validators.sandbox import scratch_directory
 from schemas.enums import Severity
 from schemas.envelopes import (
     RUNTIME_CODE,
@@ -314,7 +314,7 @@ def execute(
         return None
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="validibot-") as scratch:
+    with scratch_directory() as scratch:
         result = _validate(envelope, objects, Path(scratch), budget_seconds)
         validated = time.perf_counter()
         artifacts, notes = _store_artifacts(envelope, result.artifacts, objects, settings.max_artifact_bytes)

@@ -42,6 +42,7 @@ TEST_SIGNING_SECRET = "test-signing-secret-not-for-production"
 FMU_SCRIPTS = {
     "RoomHeater": EXAMPLES / "fmu" / "RoomHeater.py",
     "SlowRoom": ROOT / "tests" / "fmus" / "SlowRoom.py",
+    "Hostile": ROOT / "tests" / "fmus" / "Hostile.py",
 }
 
 VALID = (EXAMPLES / "building-valid.json").read_bytes()
@@ -117,17 +118,20 @@ class Driver:
     def bucket_for(self, name: str) -> str:
         return self.settings.inbox_bucket if name.startswith("inbox/") else self.settings.bucket
 
-    def attempt_signature(self, run_id: str, data: bytes, step: int = 1) -> str:
-        """What the attempt's own job would sign `data` with: the key derived from the service secret."""
+    def attempt_key(self, run_id: str, step: int = 1) -> str:
+        """The signing key LAUNCH hands the attempt's job: derived from the service secret and the attempt."""
         attempt = self.store.attempt(run_id, attempt_id_for(step, 1))
         assert attempt is not None
-        key = attempt_signing_key(
+        return attempt_signing_key(
             self.settings.signing_secret_bytes(),
             run_id=run_id,
             attempt_id=attempt_id_for(step, 1),
             callback_id=attempt.doc.callback_id,
         )
-        return sign(key, data)
+
+    def attempt_signature(self, run_id: str, data: bytes, step: int = 1) -> str:
+        """What the attempt's own job would sign `data` with."""
+        return sign(self.attempt_key(run_id, step), data)
 
     def put_output(self, run_id: str, data: bytes, *, signed: bool = True, step: int = 1) -> ObjectFinalized:
         """Write `data` as the attempt's output.json, over whatever is there, signed with its key or unsigned."""

@@ -82,6 +82,9 @@ class IngestStage:
             found = objects.stat(uri, event.generation)
             if found is None:
                 raise ObjectMissing(uri)
+            if found.signature is None:
+                # Refused unsigned whatever it holds: not worth a byte of reading.
+                return ReceivedOutput(found.size, "", None, None), None
             if found.size > limit:
                 return ReceivedOutput(
                     found.size, streamed_sha256(objects, uri, found.generation), found.signature, None

@@ -36,7 +36,7 @@ from jobs.validators.energyplus_model import (
     uses_hvac_templates,
 )
 from jobs.validators.energyplus_results import parse_err, read_metrics
-from jobs.validators.sandbox import run_isolated
+from jobs.validators.sandbox import Completed, run_isolated
 from schemas.enums import Severity
 from schemas.envelopes import Location, Message
 
@@ -164,10 +164,12 @@ class EnergyPlusValidator:
         output_dir = context.workdir / "output"
         output_dir.mkdir()
         argv = energyplus_argv(binary, model, output_dir, weather, config.design_days_only, expand)
-        completed = run_isolated(argv, output_dir, context.seconds_left(), context.workdir / "energyplus.log")
-        return self._result(output_dir, completed.returncode, context.timeout_seconds)
+        log = context.workdir / "energyplus.log"
+        completed = run_isolated(argv, context.workdir, context.seconds_left(), log, cwd=output_dir)
+        return self._result(output_dir, completed, context.timeout_seconds)
 
-    def _result(self, output_dir: Path, returncode: int | None, timeout_seconds: int) -> ValidationResult:
+    def _result(self, output_dir: Path, completed: Completed, timeout_seconds: int) -> ValidationResult:
+        returncode = completed.returncode
         err = output_dir / "eplusout.err"
         messages = parse_err(err.read_text(errors="replace")) if err.is_file() else []
         sql = output_dir / "eplusout.sql"
@@ -182,6 +184,9 @@ class EnergyPlusValidator:
         if returncode is None:
             result.runtime_error = f"EnergyPlus did not finish within the step's {timeout_seconds} s timeout"
             result.timed_out = True
+        elif completed.killed_by:
+            # Not the model's fault: the host or an operator stopped it (out of memory, say), or EnergyPlus crashed.
+            result.runtime_error = f"EnergyPlus was killed by {completed.killed_by} before it finished"
         elif returncode != 0 and not any(m.severity == Severity.ERROR for m in messages):
             result.messages.append(
                 Message(

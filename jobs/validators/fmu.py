@@ -213,6 +213,11 @@ class FmuValidator:
                 "timeout and was stopped",
                 timed_out=True,
             )
+        if completed.killed_by:
+            return ValidationResult(
+                outputs=outputs,
+                runtime_error=f"the FMU simulation was killed by {completed.killed_by} before it finished",
+            )
         outcome_path = context.workdir / OUTCOME_NAME
         outcome = json.loads(outcome_path.read_text()) if outcome_path.is_file() else {}
         if "outputs" not in outcome:

@@ -42,7 +42,7 @@ def test_energyplus_model_simulates_and_the_run_page_shows_the_results(full_stac
     with urllib.request.urlopen(full_stack.web_url + link.group(1), timeout=10) as response:
         report = response.read()
         assert response.headers["Content-Type"].startswith("text/html")
-        assert response.headers["Content-Disposition"] == 'attachment; filename="eplustbl.htm"'
+        assert response.headers["Content-Disposition"] == "attachment; filename=eplustbl.htm"
     assert hashlib.sha256(report).hexdigest() == sha.group(1)
     assert b"Annual Building Utility Performance Summary" in report
 

@@ -103,6 +103,8 @@ def test_run_job_request_and_recorded_execution(harness: Harness, jobs_api: tupl
                         {"name": "VALIDIBOT_INPUT_URI", "value": attempt.input_uri},
                         {"name": "VALIDIBOT_OUTPUT_URI", "value": attempt.expected_output_uri},
                         {"name": "VALIDIBOT_RUN_ID", "value": run_id},
+                        # The attempt's own key, nothing else: the service secret never leaves the functions.
+                        {"name": "VALIDIBOT_SIGNING_KEY", "value": harness.attempt_key(run_id)},
                     ]
                 }
             ],

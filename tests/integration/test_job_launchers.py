@@ -15,9 +15,10 @@ from bootstrap import Services
 from functions.pipeline import Pipeline
 from jobs.launchers.base import LauncherBusy
 from jobs.launchers.local import EXECUTION_PREFIX, LocalProcessLauncher, job_environment
+from jobs.runtime import Assignment
 from schemas.documents import StepSpec
 from schemas.enums import AttemptState, ErrorCategory, RunStatus
-from schemas.envelopes import InputEnvelope, OutputEnvelope
+from schemas.envelopes import InputEnvelope, OutputEnvelope, sha256_hex
 from schemas.paths import attempt_id_for, parse_gs_uri
 from tests.support import APPLIED, CREATED, LAUNCHED, Harness
 
@@ -46,11 +47,16 @@ def launched_group(harness: Harness, run_id: str) -> int:
 
 
 def group_is_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+    """No live process is left in the group. A killed grandchild (the engine's sandbox) is reparented to PID 1 and
+    may linger as a zombie until PID 1 reaps it: dead, holding nothing, so it does not count."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except OSError:
+            continue
+        if int(group) == pgid and state != "Z":
+            return False
+    return True
 
 
 def start(harness: Harness, pipeline: Pipeline, data: bytes, workflow: str) -> str:
@@ -112,8 +118,9 @@ def job_command(harness: Harness, run_id: str) -> tuple[list[str], dict[str, str
     """How the local launcher (and Cloud Run, through its overrides) starts the job for this attempt."""
     attempt = harness.store.attempt(run_id, attempt_id_for(1, 1)).doc
     _, name = parse_gs_uri(attempt.input_uri)
-    envelope = InputEnvelope.model_validate_json(harness.bucket.blob(name).download_as_bytes())
-    env = job_environment(envelope, "validibot-validator-fmu", {**os.environ, **harness.settings.as_environment()})
+    data = harness.bucket.blob(name).download_as_bytes()
+    assignment = Assignment(InputEnvelope.model_validate_json(data), sha256_hex(data), harness.attempt_key(run_id))
+    env = job_environment(assignment, "validibot-validator-fmu", {**os.environ, **harness.settings.as_environment()})
     return [sys.executable, "-m", "jobs.run"], env
 
 

@@ -9,7 +9,7 @@ import pytest
 from google.cloud import firestore
 
 from functions.ingest.transitions import plan_ingest
-from functions.stage import Handled, Outcome
+from functions.stage import Handled, Outcome, new_callback_id
 from schemas.enums import AttemptState, ReceiptStatus, RunStatus, StepStatus
 from schemas.envelopes import OutputEnvelope
 from schemas.paths import attempt_id_for, parse_object_name
@@ -151,7 +151,7 @@ def test_crash_after_ingest_commit_is_repaired_by_redelivery(harness: Harness) -
         output,
         run=harness.store.run(run_id),
         attempt=harness.store.attempt(run_id, path.attempt_id),
-        next_callback_id="a-fresh-callback-id-for-step-two",
+        next_callback_id=new_callback_id(),
         settings=harness.settings,
         now=harness.pipeline.context.clock(),
     )

@@ -21,6 +21,7 @@ from tests.support import (
     LAUNCHED,
     genuine_output,
     json_step,
+    revised,
 )
 
 
@@ -79,19 +80,16 @@ SIGNED_FORGERIES = {
     ),
     "step": (lambda out: out.model_copy(update={"step_key": "other"}), "step does not match the attempt"),
     "artifact-elsewhere": (
-        lambda out: out.model_copy(
-            update={
-                "artifacts": [
-                    {
-                        "name": "x.json",
-                        "uri": out.model_dump()["artifacts"][0]["uri"]
-                        if out.artifacts
-                        else "gs://unit-bucket/runs/demo/0123456789abcdef01234567/submission/x.json",
-                        "size_bytes": 1,
-                        "sha256": "0" * 64,
-                    }
-                ]
-            }
+        lambda out: revised(
+            out,
+            artifacts=[
+                {
+                    "name": "x.json",
+                    "uri": "gs://unit-bucket/runs/demo/0123456789abcdef01234567/submission/x.json",
+                    "size_bytes": 1,
+                    "sha256": "0" * 64,
+                }
+            ],
         ),
         "artifact 'x.json' lies outside the attempt's artifacts/ folder",
     ),
@@ -157,9 +155,7 @@ def test_a_signature_made_for_another_attempt_does_not_verify() -> None:
             "its output.json is not a valid output envelope: surprise: Extra inputs are not permitted",
         ),
         (
-            lambda out: out.model_copy(
-                update={"metrics": [{"name": f"m{i}", "value": i} for i in range(201)]}
-            ).to_bytes(),
+            lambda out: revised(out, metrics=[{"name": f"m{i}", "value": i} for i in range(201)]).to_bytes(),
             "its output could not be recorded: it has 201 metrics; the limit is 200 (VALIDIBOT_MAX_METRICS_PER_OUTPUT)",
         ),
         (
@@ -167,14 +163,12 @@ def test_a_signature_made_for_another_attempt_does_not_verify() -> None:
             "its outputs are 20012 bytes of JSON; the limit is 16384 bytes (VALIDIBOT_MAX_OUTPUTS_BYTES)",
         ),
         (
-            lambda out: out.model_copy(
-                update={"messages": [{"severity": "ERROR", "code": "x", "text": "y" * 3000}]}
-            ).to_bytes(),
+            lambda out: revised(out, messages=[{"severity": "ERROR", "code": "x", "text": "y" * 3000}]).to_bytes(),
             "a message is 3000 characters long; the limit is 2000 (VALIDIBOT_MAX_MESSAGE_CHARS)",
         ),
         (
-            lambda out: out.model_copy(
-                update={"messages": [{"severity": "ERROR", "code": "x", "text": "y"}], "counts": {"ERROR": 0}}
+            lambda out: revised(
+                out, messages=[{"severity": "ERROR", "code": "x", "text": "y"}], counts={"ERROR": 0}
             ).to_bytes(),
             "its counts are lower than the messages it lists",
         ),
