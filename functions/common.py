@@ -160,7 +160,10 @@ def schedule_attempt(
     spec = step_spec(run, step_number)
     attempt_id = attempt_id_for(step_number, 1)
     prefix = attempt_prefix(run.org, run_id, step_number, spec.key, attempt_id)
-    inline = get_validator(spec.validator).mode == "inline"
+    # A submission larger than an inline run should parse goes to a job from the start; the inline time budget
+    # catches the rest (DESIGN §9's "inline" is where a validator may run, not where it must).
+    small = run.submission is None or run.submission.size_bytes <= settings.inline_max_bytes
+    inline = get_validator(spec.validator).mode == "inline" and small
     attempt = AttemptDoc(
         step=step_number,
         step_key=spec.key,

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     # An inline validation still running after this long is handed to a job, so one large document cannot hold
     # the functions (and the small documents queued behind it) for long.
     inline_budget_seconds: float = Field(default=3.0, gt=0)
+    # Inline validators run a submission up to this size in the function; a larger one goes to a job at once.
+    inline_max_bytes: int = Field(default=2 * MIB, ge=0)
 
     # Job validators (EnergyPlus, FMU): where they run and what they may use.
     job_launcher: Literal["local", "cloudrun"] = "local"

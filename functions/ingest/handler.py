@@ -15,6 +15,7 @@ from schemas.enums import ReceiptStatus
 from schemas.envelopes import sha256_hex
 from schemas.objects import ObjectFinalized
 from schemas.paths import StepObjectPath, gs_uri
+from schemas.signing import SIGNATURE_METADATA_KEY
 from store.ports import Conflict, ObjectMissing, ObjectTooLarge, streamed_sha256
 
 log = logging.getLogger("validibot.pipeline")
@@ -79,20 +80,26 @@ class IngestStage:
         objects, limit = self.context.objects, self.context.settings.max_envelope_bytes
         uri = gs_uri(event.bucket, event.name)
         try:
-            found = objects.stat(uri, event.generation)
-            if found is None:
-                raise ObjectMissing(uri)
-            if found.signature is None:
+            signature, size = self._signature_and_size(event, uri)
+            if signature is None:
                 # Refused unsigned whatever it holds: not worth a byte of reading.
-                return ReceivedOutput(found.size, "", None, None), None
-            if found.size > limit:
-                return ReceivedOutput(
-                    found.size, streamed_sha256(objects, uri, found.generation), found.signature, None
-                ), None
-            data = objects.read_bytes(uri, found.generation, limit)
+                return ReceivedOutput(size, "", None, None), None
+            if size > limit:
+                return ReceivedOutput(size, streamed_sha256(objects, uri, event.generation), signature, None), None
+            data = objects.read_bytes(uri, event.generation, limit)
         except (ObjectMissing, ObjectTooLarge):
             return None, "output.json was deleted or replaced before it was read"
-        return ReceivedOutput(len(data), sha256_hex(data), found.signature, data), None
+        return ReceivedOutput(len(data), sha256_hex(data), signature, data), None
+
+    def _signature_and_size(self, event: ObjectFinalized, uri: str) -> tuple[str | None, int]:
+        """From the notification, which carries the version's metadata; a lookup only for an event shape without it.
+        Metadata can be patched without a new version, so nothing here is believed until the bytes verify."""
+        if event.metadata:
+            return event.metadata.get(SIGNATURE_METADATA_KEY), event.size
+        found = self.context.objects.stat(uri, event.generation)
+        if found is None:
+            raise ObjectMissing(uri)
+        return found.signature, found.size
 
     def _commit_rejection(self, plan: Plan) -> Handled:
         assert plan.rejection is not None, "a plan that applies nothing records a rejection"

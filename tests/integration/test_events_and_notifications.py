@@ -84,6 +84,7 @@ def test_storage_notification_from_the_emulator_decodes_to_the_uploaded_object(
     try:
         name = f"unrouted/{uuid.uuid4().hex}.json"
         blob = harness.bucket.blob(name)
+        blob.metadata = {"validibot-signature": "f" * 64}
         blob.upload_from_string(b'{"a": 1}', content_type="application/json")
 
         matching = []
@@ -111,4 +112,6 @@ def test_storage_notification_from_the_emulator_decodes_to_the_uploaded_object(
     assert (decoded.bucket, decoded.name, decoded.generation) == (settings.bucket, name, blob.generation)
     assert decoded.size == 8
     assert decoded.content_type == "application/json"
+    # INGEST reads an output's signature from here instead of looking the version up.
+    assert decoded.metadata["validibot-signature"] == "f" * 64
     assert harness.pipeline.handle(decoded) == Handled(Outcome.IGNORED)

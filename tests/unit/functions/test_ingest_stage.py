@@ -288,3 +288,19 @@ def test_an_output_applied_by_a_concurrent_delivery_first_is_a_duplicate() -> No
     assert winner == [APPLIED]
     assert world.store.run(run_id).doc.counts.ERROR == 4
     assert len(world.reads.findings(run_id, limit=100)) == 4
+
+
+def test_the_signature_in_the_notification_counts_only_if_it_verifies_against_the_bytes() -> None:
+    world = FakeWorld()
+    run_id = launched(world)
+    genuine = world.output_event(run_id)
+    found = world.objects.stat(world.store.attempt(run_id, "01-1").doc.expected_output_uri)
+    # Metadata can be patched onto a version: a signature copied there from elsewhere does not verify.
+    patched = genuine.model_copy(update={"metadata": {"validibot-signature": "0" * 64}})
+
+    assert world.pipeline.handle(patched) == Handled(
+        Outcome.REJECTED, "output.json's signature does not verify with its attempt's key"
+    )
+    metadata = {"sha256": found.sha256, "validibot-signature": found.signature}
+    delivered = genuine.model_copy(update={"metadata": metadata})
+    assert world.pipeline.handle(delivered) == APPLIED

@@ -169,6 +169,13 @@ def test_intake_creates_run_steps_and_first_attempt_whose_input_hash_is_recorded
     assert [written(plan, step_path(RUN_ID, n)).doc.attempt_id for n in (1, 2)] == ["01-1", None]
 
 
+@pytest.mark.parametrize(("max_bytes", "launcher"), [(10, "inline"), (9, "local")])
+def test_an_inline_step_on_a_submission_over_the_inline_size_goes_to_a_job(max_bytes: int, launcher: str) -> None:
+    plan = intake_with(workflow("one"), SETTINGS.model_copy(update={"inline_max_bytes": max_bytes}))
+
+    assert written(plan, attempt_path(RUN_ID, "01-1")).doc.launcher == launcher
+
+
 def test_intake_input_envelope_is_deterministic() -> None:
     assert intake(workflow("one")).effects == intake(workflow("one")).effects
 
