@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import tempfile
@@ -181,7 +182,10 @@ def energyplus_direct_ms() -> float:
 def run_benchmark(samples: int, burst: int, energyplus_samples: int, log_dir: Path) -> str:
     # Six concurrent jobs, so that the fairness run measures sharing the machine, not the busy launcher's retries.
     settings = Settings(
-        bucket="validibot-bench", inbox_bucket="validibot-bench-inbox", local_max_concurrent_jobs=FAIRNESS_LARGE
+        bucket="validibot-bench",
+        inbox_bucket="validibot-bench-inbox",
+        local_max_concurrent_jobs=FAIRNESS_LARGE,
+        signing_secret=secrets.token_urlsafe(32),
     )
     stack = LocalStack(Ports.free(), settings, log_dir)
     floor_port = Ports.free().functions

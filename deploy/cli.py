@@ -16,7 +16,7 @@ import click
 from bootstrap import Services
 from deploy.fmu_build import build_fmu
 from deploy.provision import DEMO_ORG
-from deploy.stack import LocalStack, Ports, PrerequisiteMissing, emulator_env
+from deploy.stack import LocalStack, Ports, PrerequisiteMissing, emulator_env, with_local_signing_secret
 from schemas.documents import RunDoc
 from schemas.enums import RunStatus
 from schemas.paths import inbox_object, run_id_for
@@ -26,6 +26,8 @@ from store.ports import RunReads
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DEMO_FMU_SCRIPT = EXAMPLES / "fmu" / "RoomHeater.py"
 LOCAL_PROJECT = "validibot-local"
+# Where `validibot up` keeps what outlives one run of the stack (logs, the local signing secret, built FMUs).
+STATE_DIR = Path(".validibot")
 
 
 @click.group()
@@ -58,7 +60,7 @@ def up(
     demo: bool,
 ) -> None:
     """Start emulators, pipeline functions and web; provision, seed `demo`; stop all on Ctrl-C."""
-    settings = Settings()
+    settings = with_local_signing_secret(Settings(), STATE_DIR)
     ports = Ports(pubsub_port, firestore_port, storage_port, functions_port, web_port)
     stack = LocalStack(ports, settings, log_dir.resolve())
 

@@ -173,9 +173,16 @@ def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None
 SIGNING_SECRET_FILE = "signing-secret"
 
 
-def local_signing_secret(state_dir: Path) -> str:
-    """The local stack's service secret: generated once and kept (owner-only) in `state_dir`, so a restarted stack
-    still verifies outputs its jobs signed before. Production reads it from Secret Manager instead."""
+def with_local_signing_secret(settings: Settings, state_dir: Path) -> Settings:
+    """`settings` with the local stack's service secret, unless VALIDIBOT_SIGNING_SECRET gave one: generated once
+    and kept (owner-only) in `state_dir`, so a restarted stack still verifies outputs its jobs signed before.
+    Production reads it from Secret Manager instead."""
+    if settings.signing_secret.get_secret_value():
+        return settings
+    return settings.model_copy(update={"signing_secret": SecretStr(_local_signing_secret(state_dir))})
+
+
+def _local_signing_secret(state_dir: Path) -> str:
     path = state_dir / SIGNING_SECRET_FILE
     if not path.exists():
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -199,9 +206,7 @@ class LocalStack:
 
     def __post_init__(self) -> None:
         self.supervisor = Supervisor(self.log_dir)
-        if not self.settings.signing_secret.get_secret_value():
-            secret = local_signing_secret(self.log_dir.parent)
-            self.settings = self.settings.model_copy(update={"signing_secret": SecretStr(secret)})
+        self.settings.signing_secret_bytes()  # the functions cannot verify a single output without it
         self.services = Services(self.settings)
 
     @property
