@@ -150,7 +150,7 @@ def build_input(run_id: str, run: RunDoc, scheduled: ScheduledAttempt) -> InputE
 
 def input_object(run_id: str, run: RunDoc, scheduled: ScheduledAttempt) -> NewObject:
     envelope = build_input(run_id, run, scheduled)
-    return NewObject(scheduled.attempt.input_uri, envelope.to_bytes())
+    return NewObject(scheduled.attempt.input_uri, envelope.to_bytes(), chain=scheduled.attempt.launcher == "inline")
 
 
 def schedule_attempt(

@@ -21,9 +21,10 @@ from functions.common import Plan
 from jobs.launchers.base import Launcher
 from schemas.changes import Effects
 from schemas.objects import ObjectFinalized
-from schemas.paths import ObjectPath
+from schemas.paths import ObjectPath, parse_gs_uri
 from schemas.settings import Settings
-from store.ports import Conflict, ObjectConflict, ObjectStore, RunStore
+from schemas.signing import SIGNATURE_METADATA_KEY
+from store.ports import Conflict, ObjectConflict, ObjectStore, RunStore, StoredObject
 
 log = logging.getLogger("validibot.pipeline")
 
@@ -56,6 +57,8 @@ class Outcome(StrEnum):
 class Handled:
     outcome: Outcome
     detail: str | None = None
+    # Objects this handling wrote that the pipeline may handle at once, in this call (the inline chain).
+    follow_up: tuple[ObjectFinalized, ...] = field(default=(), compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.outcome}: {self.detail}" if self.detail else str(self.outcome)
@@ -67,6 +70,20 @@ def utcnow() -> datetime:
 
 def new_callback_id() -> str:
     return secrets.token_urlsafe(32)
+
+
+def finalized(stored: StoredObject, content_type: str | None) -> ObjectFinalized:
+    """The finalize event the platform will deliver for an object this function just wrote."""
+    bucket, name = parse_gs_uri(stored.uri)
+    metadata = {SIGNATURE_METADATA_KEY: stored.signature} if stored.signature else {}
+    return ObjectFinalized(
+        bucket=bucket,
+        name=name,
+        generation=stored.generation,
+        size=stored.size,
+        content_type=content_type,
+        metadata=metadata,
+    )
 
 
 def short(exc: Exception) -> str:
@@ -87,12 +104,18 @@ class StageContext:
     clock: Callable[[], datetime] = field(default=utcnow)
     new_callback_id: Callable[[], str] = field(default=new_callback_id)
 
-    def perform(self, effects: Effects) -> None:
+    def perform(self, effects: Effects) -> tuple[ObjectFinalized, ...]:
+        """Publish the events, write the objects; returns the finalize events of the objects written now that
+        may be chained (an earlier delivery's objects are left to their own events)."""
         self.publisher.publish(effects.events)
+        chained = []
         for obj in effects.objects:
             # A conflict means an earlier delivery wrote it; LAUNCH checks its bytes against the attempt.
             with contextlib.suppress(ObjectConflict):
-                self.objects.write_new(obj.uri, obj.data, obj.content_type)
+                stored = self.objects.write_new(obj.uri, obj.data, obj.content_type)
+                if obj.chain:
+                    chained.append(finalized(stored, obj.content_type))
+        return tuple(chained)
 
     def commit_replanned(self, replan: Callable[[], Plan | None]) -> Plan | None:
         """Commit what `replan` decides from fresh reads, deciding again after a lost race; None: nothing done."""

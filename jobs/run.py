@@ -109,7 +109,7 @@ def run(environ: dict[str, str], settings: Settings, objects: ObjectStore) -> in
     started_at = datetime.now(UTC)
     attempt = f"run {envelope.run_id} attempt {envelope.context.attempt_id}"
     try:
-        output = execute(assignment, objects, settings)
+        written = execute(assignment, objects, settings)
     except Exception as exc:
         log.exception("%s: the job crashed", attempt)
         result = ValidationResult(
@@ -117,9 +117,10 @@ def run(environ: dict[str, str], settings: Settings, objects: ObjectStore) -> in
         )
         report_failure(objects, assignment, result, started_at=started_at, settings=settings)
         return EXIT_RUNTIME_FAILURE
-    if output is None:
+    if written is None:
         log.info("%s: output.json already exists; nothing computed", attempt)
         return EXIT_VERDICT
+    output = written.output
     log.info("%s: %s with %d messages", attempt, output.status, len(output.messages))
     return EXIT_RUNTIME_FAILURE if output.status == EnvelopeStatus.FAILED_RUNTIME else EXIT_VERDICT
 

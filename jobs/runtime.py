@@ -264,8 +264,10 @@ def output_taken(objects: ObjectStore, assignment: Assignment, settings: Setting
     return found is not None and _genuine(objects, assignment, found, settings.max_envelope_bytes)
 
 
-def write_output(objects: ObjectStore, assignment: Assignment, output: OutputEnvelope, settings: Settings) -> bool:
-    """Write the signed output.json; False when a genuine one exists already.
+def write_output(
+    objects: ObjectStore, assignment: Assignment, output: OutputEnvelope, settings: Settings
+) -> StoredObject | None:
+    """Write the signed output.json; None when a genuine one exists already.
 
     Create-only, except that a version in its place which does not carry this attempt's signature is a forgery:
     it is replaced, conditionally on being exactly that version, so the real verdict is not locked out by it.
@@ -275,19 +277,19 @@ def write_output(objects: ObjectStore, assignment: Assignment, output: OutputEnv
     signature = sign(assignment.signing_key, data)
     for _ in range(WRITE_TRIES):
         try:
-            objects.write_new(uri, data, "application/json", signature)
-            return True
+            return objects.write_new(uri, data, "application/json", signature)
         except ObjectConflict:
             pass
         found = objects.stat(uri)
         if found is None:
             continue
         if _genuine(objects, assignment, found, settings.max_envelope_bytes):
-            return False
+            return None
         log.warning("%s (generation %s) is not signed for its attempt: replacing it", uri, found.generation)
         try:
-            objects.replace_version(uri, data, "application/json", generation=found.generation, signature=signature)
-            return True
+            return objects.replace_version(
+                uri, data, "application/json", generation=found.generation, signature=signature
+            )
         except ObjectConflict:
             continue
     raise ObjectConflict(f"{uri} kept changing while this attempt's output was written")
@@ -302,9 +304,15 @@ def report_failure(
     )
 
 
+@dataclass(frozen=True)
+class Written:
+    output: OutputEnvelope
+    stored: StoredObject
+
+
 def execute(
     assignment: Assignment, objects: ObjectStore, settings: Settings, *, budget_seconds: float | None = None
-) -> OutputEnvelope | None:
+) -> Written | None:
     """Validate, store artifacts, write the signed output.json. None when a genuine output already existed.
 
     With a budget (inline runs), a validator still busy when it is spent raises OverBudget and writes nothing.
@@ -328,4 +336,5 @@ def execute(
     )
     result.messages.extend(notes)
     output = build_output(assignment, result, started_at=started_at, settings=settings, artifacts=artifacts)
-    return output if write_output(objects, assignment, output, settings) else None
+    stored = write_output(objects, assignment, output, settings)
+    return Written(output, stored) if stored else None

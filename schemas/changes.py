@@ -73,6 +73,8 @@ class NewObject:
     uri: str
     data: bytes
     content_type: str = "application/json"
+    # An inline attempt's input.json: the function that wrote it may run the attempt at once (DESIGN §16).
+    chain: bool = False
 
 
 @dataclass

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     inline_budget_seconds: float = Field(default=3.0, gt=0)
     # Inline validators run a submission up to this size in the function; a larger one goes to a job at once.
     inline_max_bytes: int = Field(default=2 * MIB, ge=0)
+    # Run an inline step in the function that scheduled it, chaining through consecutive inline steps (DESIGN §16).
+    inline_chain: bool = True
 
     # Job validators (EnergyPlus, FMU): where they run and what they may use.
     job_launcher: Literal["local", "cloudrun"] = "local"

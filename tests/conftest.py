@@ -20,6 +20,9 @@ def _start(tmp_path_factory: pytest.TempPathFactory, name: str, full: bool) -> I
         bucket=f"validibot-{name}",
         inbox_bucket=f"validibot-{name}-inbox",
         signing_secret=TEST_SIGNING_SECRET,
+        # Integration tests deliver each event themselves (the chain's own tests turn it on); the whole stack
+        # runs as users get it.
+        inline_chain=full,
     )
     stack = LocalStack(Ports.free(), settings, tmp_path_factory.mktemp(f"{name}-logs"))
     saved = {k: os.environ.get(k) for k in stack.env}

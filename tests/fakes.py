@@ -62,7 +62,8 @@ EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 class FakeRunStore:
     """The RunStore port in memory. `before_next_commit` runs a hook just before the next commit checks its
-    preconditions, so a test can make a handler lose a race to a concurrent writer."""
+    preconditions, so a test can make a handler lose a race to a concurrent writer. `reads` and `writes` count
+    document operations as Firestore would bill them."""
 
     def __init__(self) -> None:
         self._docs: dict[DocPath, tuple[dict, datetime]] = {}
@@ -70,12 +71,15 @@ class FakeRunStore:
         self._ticks = itertools.count(1)
         self._hooks: list[Callable[[], None]] = []
         self.commits = 0
+        self.reads = 0
+        self.writes = 0
 
     def before_next_commit(self, hook: Callable[[], None]) -> None:
         self._hooks.append(hook)
 
     def _read(self, path: DocPath, model: type[D]) -> Versioned[D] | None:
         with self._lock:
+            self.reads += 1
             found = self._docs.get(path)
         if found is None:
             return None
@@ -121,6 +125,7 @@ class FakeRunStore:
             for write in planned:
                 self._docs[write.path] = (copy.deepcopy(write.doc.to_firestore()), update_time)
             self.commits += 1
+            self.writes += len(planned)
 
     def collection(self, *path: str) -> dict[str, dict]:
         """The documents directly under a collection path, by id: what a test inspects."""
@@ -340,7 +345,14 @@ class FakeWorld(Driver):
         self.job_launcher = ScriptedLauncher()
         self.reads: RunReads = FakeRunReads(self.fake_store)
         config = Settings(
-            **{"bucket": BUCKET, "inbox_bucket": INBOX_BUCKET, "signing_secret": TEST_SIGNING_SECRET, **settings}
+            **{
+                "bucket": BUCKET,
+                "inbox_bucket": INBOX_BUCKET,
+                "signing_secret": TEST_SIGNING_SECRET,
+                # Most tests deliver each event themselves; the chain's own tests turn it on.
+                "inline_chain": False,
+                **settings,
+            }
         )
         self.pipeline = Pipeline.wired(
             StageContext(

@@ -86,6 +86,22 @@ class ReceivedOutput:
     data: bytes | None
 
 
+def authentic_callback_id(path: StepObjectPath, received: ReceivedOutput, secret: bytes) -> str | None:
+    """The output's callback_id when its signature verifies with the key derived from it and the output's path,
+    which only the functions could have handed out: then it is the attempt's own, and its receipt says whether the
+    output was applied already. None when that cannot be known without the attempt."""
+    if received.data is None or received.signature is None:
+        return None
+    try:
+        callback_id = OutputEnvelope.model_validate_json(received.data).callback_id
+    except ValidationError:
+        return None
+    if not is_callback_id(callback_id):
+        return None
+    key = attempt_signing_key(secret, run_id=path.run_id, attempt_id=path.attempt_id, callback_id=callback_id)
+    return callback_id if signature_valid(key, received.sha256, received.signature) else None
+
+
 def admit(
     event: ObjectFinalized,
     path: StepObjectPath,

@@ -51,16 +51,16 @@ class IntakeStage:
             existing = ctx.store.run(run_id)
             assert existing is not None, "a run create can only conflict with an existing run"
             return self._replay(run_id, existing.doc)
-        ctx.perform(plan.effects)
-        return Handled(Outcome.REFUSED if problem else Outcome.CREATED)
+        chained = ctx.perform(plan.effects)
+        return Handled(Outcome.REFUSED if problem else Outcome.CREATED, follow_up=chained)
 
     def _replay(self, run_id: str, run: RunDoc) -> Handled:
         # Once LAUNCH has claimed the first attempt, intake's effects are known to be done.
         if run.status != RunStatus.PENDING and run.workflow is not None:
             return Handled(Outcome.DUPLICATE)
         first = self.context.store.attempt(run_id, attempt_id_for(1, 1))
-        self.context.perform(intake_replay(run_id, run, first.doc if first else None))
-        return Handled(Outcome.EFFECTS_REPLAYED)
+        chained = self.context.perform(intake_replay(run_id, run, first.doc if first else None))
+        return Handled(Outcome.EFFECTS_REPLAYED, follow_up=chained)
 
     def _store_submission(
         self, run_id: str, event: ObjectFinalized, path: InboxPath, *, limit: int

@@ -10,13 +10,14 @@ from pydantic import ValidationError
 
 from functions.common import Plan
 from functions.launch.transitions import (
+    claimable,
     plan_dispatched,
     plan_handed_off,
     plan_launch,
     plan_launch_refused,
     plan_release,
 )
-from functions.stage import MAX_COMMIT_TRIES, Handled, Outcome, StageContext, short
+from functions.stage import MAX_COMMIT_TRIES, Handled, Outcome, StageContext, finalized, short
 from jobs.launchers.base import HandOff, LauncherBusy, LaunchRefused, LaunchResult
 from jobs.runtime import Assignment
 from schemas.documents import AttemptDoc
@@ -36,8 +37,10 @@ class LaunchStage:
     def handle(self, event: ObjectFinalized, path: StepObjectPath) -> Handled:
         ctx = self.context
         for _ in range(MAX_COMMIT_TRIES):
-            run = ctx.store.run(path.run_id)
             attempt = ctx.store.attempt(path.run_id, path.attempt_id)
+            if attempt is not None and not claimable(attempt.doc, settings=ctx.settings, now=ctx.clock()):
+                return Handled(Outcome.DUPLICATE)
+            run = ctx.store.run(path.run_id)
             if run is None or attempt is None or run.doc.workflow is None:
                 log.warning("input.json for unknown attempt %s/%s: ignored", path.run_id, path.attempt_id)
                 return Handled(Outcome.UNKNOWN_ATTEMPT)
@@ -110,7 +113,8 @@ class LaunchStage:
                 self._refuse(path, claimed, str(exc))
                 return Handled(Outcome.FAILED, str(exc))
             self._record_execution(path, claimed, result)
-            return Handled(Outcome.LAUNCHED)
+            written = result.written_output
+            return Handled(Outcome.LAUNCHED, follow_up=(finalized(written, "application/json"),) if written else ())
         raise RuntimeError(f"launcher {claimed.launcher!r} handed the attempt off again")
 
     def _launch(self, path: StepObjectPath, claimed: AttemptDoc, assignment: Assignment) -> LaunchResult:

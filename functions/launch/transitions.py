@@ -39,7 +39,7 @@ def plan_launch(
     current, doc = attempt.doc, run.doc
     if RunStatus(doc.status).is_terminal or doc.current_step != current.step:
         return None
-    if current.state != AttemptState.SCHEDULED and not dispatch_lease_expired(current, settings, now):
+    if not claimable(current, settings=settings, now=now):
         return None
     if input_problem is not None:
         return fail_launch(
@@ -71,6 +71,12 @@ def plan_launch(
         effects=Effects(events=[lifecycle_event(LifecycleType.STEP_STARTED, run_id, new_run, time=now, step=step)]),
         claimed=claimed,
     )
+
+
+def claimable(attempt: AttemptDoc, *, settings: Settings, now: datetime) -> bool:
+    """Whether a launch may claim the attempt: still SCHEDULED, or a DISPATCHING claim whose lease ran out. Anything
+    else is a duplicate delivery, known from the attempt alone (a chained run's late input.json event)."""
+    return attempt.state == AttemptState.SCHEDULED or dispatch_lease_expired(attempt, settings, now)
 
 
 def fail_launch(

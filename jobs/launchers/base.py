@@ -9,6 +9,7 @@ from jobs.runtime import Assignment
 from schemas.enums import JobStatus
 from schemas.paths import INPUT_NAME
 from schemas.signing import SIGNING_KEY_ENV
+from store.ports import StoredObject
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,8 @@ class LaunchResult:
     # None for inline runs: output.json is already written when launch() returns.
     execution_name: str | None = None
     job_status: JobStatus | None = None
+    # The output.json an inline run wrote just now (None when a twin's was there already).
+    written_output: StoredObject | None = None
 
 
 def job_overrides(assignment: Assignment) -> dict[str, str]:

@@ -22,9 +22,11 @@ class InlineLauncher:
 
     def launch(self, assignment: Assignment) -> LaunchResult:
         try:
-            execute(assignment, self._objects, self._settings, budget_seconds=self._settings.inline_budget_seconds)
+            written = execute(
+                assignment, self._objects, self._settings, budget_seconds=self._settings.inline_budget_seconds
+            )
         except OverBudget as exc:
             raise HandOff(
                 f"{exc} ({self._settings.inline_budget_seconds:g} s, VALIDIBOT_INLINE_BUDGET_SECONDS)"
             ) from exc
-        return LaunchResult()
+        return LaunchResult(written_output=written.stored if written else None)
