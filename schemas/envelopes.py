@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -68,8 +69,10 @@ class InputEnvelope(Strict):
     context: InputContext
 
     def to_bytes(self) -> bytes:
-        """The canonical serialization: the bytes written to input.json and hashed into the attempt."""
-        return self.model_dump_json(indent=2).encode()
+        """The canonical serialization: the bytes written to input.json and hashed into the attempt. Keys are
+        sorted, because a step's config read back from Firestore need not keep the order it was written in, and a
+        replayed intake must write the very bytes it scheduled."""
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False).encode()
 
 
 class Location(Strict):
