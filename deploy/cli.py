@@ -26,8 +26,9 @@ from store.ports import RunReads
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DEMO_FMU_SCRIPT = EXAMPLES / "fmu" / "RoomHeater.py"
 LOCAL_PROJECT = "validibot-local"
-# Where `validibot up` keeps what outlives one run of the stack (logs, the local signing secret, built FMUs).
-STATE_DIR = Path(".validibot")
+# Where `validibot up` keeps its signing secret: under the home folder, which engines' sandboxes hide, not in the
+# checkout, which they may see.
+SECRET_DIR = Path.home() / ".validibot"
 
 
 @click.group()
@@ -60,7 +61,7 @@ def up(
     demo: bool,
 ) -> None:
     """Start emulators, pipeline functions and web; provision, seed `demo`; stop all on Ctrl-C."""
-    settings = with_local_signing_secret(Settings(), STATE_DIR)
+    settings = with_local_signing_secret(Settings(), SECRET_DIR)
     ports = Ports(pubsub_port, firestore_port, storage_port, functions_port, web_port)
     stack = LocalStack(ports, settings, log_dir.resolve())
 
@@ -180,7 +181,7 @@ def _print_verdict(reads: RunReads, run_id: str, run: RunDoc, web_url: str) -> N
 
 @main.command()
 @click.option("--samples", default=30, show_default=True, help="Sequential uploads per latency figure.")
-@click.option("--burst", default=200, show_default=True, help="Uploads in the throughput burst.")
+@click.option("--burst", default=1000, show_default=True, help="Uploads in the throughput burst.")
 @click.option(
     "--energyplus-samples", default=5, show_default=True, help="EnergyPlus runs, direct and via the pipeline."
 )

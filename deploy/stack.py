@@ -127,7 +127,8 @@ class Supervisor:
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 argv,
-                env={**os.environ, **env},
+                # The service secret reaches only a child given it explicitly (the functions), never by inheritance.
+                env={**{k: v for k, v in os.environ.items() if k != SIGNING_SECRET_ENV}, **env},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -275,16 +276,23 @@ class LocalStack:
         self.supervisor.wait_ready(firestore, lambda: http_ok(f"http://127.0.0.1:{p.firestore}/"))
         self.supervisor.wait_ready(storage, lambda: http_ok(f"http://127.0.0.1:{p.storage}/storage/v1/b"))
 
-    def start_functions(self) -> None:
+    def start_functions(
+        self, name: str = "functions", port: int | None = None, settings: Settings | None = None
+    ) -> None:
+        """The pipeline's functions (a second set, e.g. with other settings, under another name and port)."""
         self.start_function_server(
-            "functions",
+            name,
             Path(__file__).resolve().parent.parent / "functions" / "main.py",
             "handle_event",
-            self.ports.functions,
+            port or self.ports.functions,
+            settings,
         )
 
-    def start_function_server(self, name: str, source: Path, target: str, port: int) -> None:
+    def start_function_server(
+        self, name: str, source: Path, target: str, port: int, settings: Settings | None = None
+    ) -> None:
         """A CloudEvent function served by functions-framework, as Cloud Run functions would serve it."""
+        settings = settings or self.settings
         child = self.supervisor.start(
             name,
             [
@@ -303,7 +311,7 @@ class LocalStack:
                 str(port),
             ],
             # Only the functions hold the service secret; the web and the jobs never see it.
-            {**self.env, **self.settings_env(), SIGNING_SECRET_ENV: self.settings.signing_secret.get_secret_value()},
+            {**self.env, **settings.as_environment(), SIGNING_SECRET_ENV: settings.signing_secret.get_secret_value()},
         )
         self.supervisor.wait_ready(child, lambda: http_ok(f"http://127.0.0.1:{port}"))
 

@@ -95,12 +95,21 @@ def _store_artifacts(
                 )
             )
             continue
+        sha256 = _file_sha256(file.path)
         try:
-            stored = objects.write_new_file(prefix + name, file.path, file.mime_type, _file_sha256(file.path))
+            stored = objects.write_new_file(prefix + name, file.path, file.mime_type, sha256)
         except ObjectConflict:
+            # A twin run of this attempt stored the same bytes; anything else in its place is not vouched for.
             found = objects.stat(prefix + name)
-            if found is None or found.sha256 is None:
-                raise
+            if found is None or found.sha256 != sha256:
+                notes.append(
+                    Message(
+                        severity=Severity.INFO,
+                        code="artifact_conflict",
+                        text=f"{name} was not stored: another object with other contents has its name",
+                    )
+                )
+                continue
             stored = found
         artifacts.append(
             Artifact(
@@ -161,6 +170,8 @@ class Assignment:
 
 
 def _shortened(text: str, limit: int) -> str:
+    # A lone surrogate (a JSON key "\ud800" quoted back) cannot be written as UTF-8: it is spelled out instead.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if len(text) <= limit:
         return text
     return f"{text[: max(limit - 40, 0)]}… ({len(text) - limit + 40} more characters)"[:limit]

@@ -27,6 +27,10 @@ from store.ports import Conflict, ObjectMissing, ObjectTooLarge, streamed_sha256
 
 log = logging.getLogger("validibot.pipeline")
 
+# An output up to this many times VALIDIBOT_MAX_ENVELOPE_BYTES is still read to check its signature (so a genuine
+# one fails its step saying why); a larger one is refused unread.
+OVERSIZE_CHECKED = 4
+
 
 @dataclass(frozen=True)
 class IngestStage:
@@ -99,6 +103,9 @@ class IngestStage:
             if signature is None:
                 # Refused unsigned whatever it holds: not worth a byte of reading.
                 return ReceivedOutput(size, "", None, None), None
+            if size > OVERSIZE_CHECKED * limit:
+                # The runtime never writes more than the limit: past a few times it, this is no attempt's output.
+                return None, f"output.json is {size} bytes, far over VALIDIBOT_MAX_ENVELOPE_BYTES; not read"
             if size > limit:
                 return ReceivedOutput(size, streamed_sha256(objects, uri, event.generation), signature, None), None
             data = objects.read_bytes(uri, event.generation, limit)

@@ -36,6 +36,7 @@ class LaunchStage:
 
     def handle(self, event: ObjectFinalized, path: StepObjectPath) -> Handled:
         ctx = self.context
+        ctx.settings.signing_secret_bytes()  # before any claim: without it no launch could be verified
         for _ in range(MAX_COMMIT_TRIES):
             attempt = ctx.store.attempt(path.run_id, path.attempt_id)
             if attempt is not None and not claimable(attempt.doc, settings=ctx.settings, now=ctx.clock()):

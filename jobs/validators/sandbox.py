@@ -216,7 +216,9 @@ def _hidden() -> list[Path]:
     """What an engine sees as empty folders: /tmp (other jobs' scratch folders, whatever else the host keeps there) and
     the job's home (its credentials, such as gcloud's application default credentials)."""
     tmp, home = Path("/tmp").resolve(), Path.home().resolve()
-    return [tmp, home] if home.is_dir() and home != Path("/") and not home.is_relative_to(tmp) else [tmp]
+    # Scratch folders live in tempfile's folder, which TMPDIR may move out of /tmp.
+    hidden = [tmp] + [d for d in (Path(tempfile.gettempdir()).resolve(), home) if d.is_dir() and d != Path("/")]
+    return [d for i, d in enumerate(hidden) if not any(d.is_relative_to(h) for h in hidden[:i])]
 
 
 def _hand_over(workdir: Path, owner: int | None) -> None:

@@ -137,11 +137,13 @@ def test_hostile_fmu_gets_nothing(
     scratch_parent: str,
     other_scratch_refused_with: str,
 ) -> None:
-    # Under /tmp, the engine's private /tmp hides other jobs' scratch folders; elsewhere its uid must be refused.
+    # Under /tmp, the engine's private /tmp hides other jobs' scratch folders; a job whose TMPDIR put its scratch
+    # elsewhere is out of this engine's hidden folders, and its uid must be refused.
     monkeypatch.setattr(tempfile, "tempdir", scratch_parent)
-    monkeypatch.setenv("TMPDIR", scratch_parent)
     secret = f"secret-{uuid.uuid4().hex}"
     with scratch_directory() as other:
+        monkeypatch.setattr(tempfile, "tempdir", None)
+        monkeypatch.delenv("TMPDIR", raising=False)
         # A concurrent job's scratch folder: its download, and a file its engine wrote.
         (other / "inputs" / "0").mkdir()
         (other / "inputs" / "0" / "secret.txt").write_text(f"other job's input {secret}")

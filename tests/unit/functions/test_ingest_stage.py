@@ -304,3 +304,16 @@ def test_the_signature_in_the_notification_counts_only_if_it_verifies_against_th
     metadata = {"sha256": found.sha256, "validibot-signature": found.signature}
     delivered = genuine.model_copy(update={"metadata": metadata})
     assert world.pipeline.handle(delivered) == APPLIED
+
+
+def test_an_output_far_over_the_envelope_limit_is_refused_unread() -> None:
+    world = FakeWorld(max_envelope_bytes=4096)
+    run_id = launched(world)
+    output = genuine_output(run_id, world.store.attempt(run_id, "01-1").doc)
+    huge = revised(output, outputs={"pad": "x" * 20_000}).to_bytes()
+
+    handled = world.pipeline.handle(world.put_output(run_id, huge))
+
+    assert handled == Handled(
+        Outcome.REJECTED, f"output.json is {len(huge)} bytes, far over VALIDIBOT_MAX_ENVELOPE_BYTES; not read"
+    )

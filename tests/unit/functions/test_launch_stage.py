@@ -146,3 +146,18 @@ def test_an_input_for_no_known_attempt_is_acknowledged_and_ignored() -> None:
 
     assert world.pipeline.handle(world.upload(name, b"{}")) == Handled(Outcome.UNKNOWN_ATTEMPT)
     assert world.fake_store.collection("runs") == {}
+
+
+def test_a_document_whose_keys_cannot_be_written_back_as_utf8_still_gets_its_verdict() -> None:
+    world = FakeWorld()
+    # A lone surrogate is valid JSON escaping but not UTF-8: quoted back in a finding, it is spelled out.
+    event, run_id = world.submit(b'{"\\ud800": 1, "\\ud800": 2}', "json-basic")
+    world.pipeline.handle(event)
+
+    assert world.pipeline.handle(world.input_event(run_id)) == LAUNCHED
+    world.pipeline.handle(world.output_event(run_id))
+
+    run = world.store.run(run_id).doc
+    assert run.status == RunStatus.FAILED
+    paths = [f.location.path for f in world.reads.findings(run_id, limit=50) if f.code == "json.duplicate_key"]
+    assert paths == ["/\\ud800"]
