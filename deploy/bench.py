@@ -14,6 +14,7 @@ Times are taken from the clocks of the functions themselves (same machine), so p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -22,9 +23,15 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from google.api_core import exceptions as gexc
+
+from bootstrap import Services
 from deploy.bench_floor import FLOOR_COLLECTION, FLOOR_PREFIX, floor_doc_id
 from deploy.provision import DEMO_ORG, push_endpoint
 from deploy.stack import LocalStack, Ports
@@ -37,7 +44,8 @@ from jobs.validators.energyplus import (
 )
 from schemas.changes import Write, workflow_path
 from schemas.documents import RunDoc, StepSpec, WorkflowDoc
-from schemas.enums import RunStatus
+from schemas.enums import AttemptState, RunStatus
+from schemas.objects import ObjectFinalized
 from schemas.paths import inbox_object, run_id_for
 from schemas.settings import Settings
 
@@ -48,6 +56,9 @@ POLL_SECONDS = 0.02
 SIMULATION_POLL_SECONDS = 1.0
 WAIT_SECONDS = 120.0
 BURST_UPLOADERS = 16
+BURST_WAIT_SECONDS = 600.0
+# After the push subscription is pointed at other functions, deliveries already in flight finish first.
+SWITCH_SETTLE_SECONDS = 3.0
 ENERGYPLUS_MODEL = Path(__file__).resolve().parent.parent / "examples" / "small-office.idf"
 ENERGYPLUS_WORKFLOW = "energyplus-bench"
 ENERGYPLUS_CONFIG = EnergyPlusConfig(weather_file="USA_CO_Golden-NREL.724666_TMY3.epw", timesteps_per_hour=60)
@@ -139,6 +150,11 @@ class Bench:
         started, run_id = self.submit()
         return (self.run_end(run_id) - started) * 1000
 
+    def latency_and_burst(self, samples: int, burst: int) -> tuple[list[float], Burst]:
+        for _ in range(WARMUP):
+            self.end_to_end_ms()
+        return [self.end_to_end_ms() for _ in range(samples)], self.burst(burst)
+
     def add_energyplus_workflow(self) -> None:
         step = StepSpec(
             key="simulate",
@@ -155,13 +171,126 @@ class Bench:
         run_id = run_id_for(self.settings.inbox_bucket, name, generation)
         return (self.run_end(run_id, SIMULATION_POLL_SECONDS) - started) * 1000
 
-    def burst(self, count: int) -> tuple[float, list[float]]:
+    def burst(self, count: int) -> Burst:
         with ThreadPoolExecutor(max_workers=BURST_UPLOADERS) as pool:
             submitted = list(pool.map(lambda _: self.submit(), range(count)))
-        ends = [self.run_end(run_id) for _, run_id in submitted]
+        ends = [self.verdict(run_id, wait_seconds=BURST_WAIT_SECONDS) for _, run_id in submitted]
+        finished = [end.ended_at.timestamp() for end in ends if end.ended_at is not None]
         first_upload = min(started for started, _ in submitted)
-        latencies = [(end - started) * 1000 for (started, _), end in zip(submitted, ends, strict=True)]
-        return count / (max(ends) - first_upload), latencies
+        latencies = [(end - started) * 1000 for (started, _), end in zip(submitted, finished, strict=False)]
+        # One run per upload: its id is derived from the upload, so a second would need a second document.
+        sources = Counter(end.source for end in ends)
+        runs = {run_id for _, run_id in submitted}
+        return Burst(
+            runs_per_s=count / (max(finished) - first_upload),
+            latencies_ms=latencies,
+            all_terminal=all(RunStatus(end.status).is_terminal for end in ends) and len(runs) == count,
+            duplicate_runs=sum(n - 1 for n in sources.values()),
+        )
+
+
+@dataclass(frozen=True)
+class Burst:
+    runs_per_s: float
+    latencies_ms: list[float]
+    all_terminal: bool
+    duplicate_runs: int
+
+
+class _Counted:
+    """A Firestore object whose calls are counted as Firestore bills them: a get() is a read, a write in a batch
+    is a write. Anything else passes through."""
+
+    def __init__(self, target: Any, counts: Counter[str]) -> None:
+        self._target, self._counts = target, counts
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+
+class _CountedDocument(_Counted):
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        self._counts["reads"] += 1
+        return self._target.get(*args, **kwargs)
+
+
+class _CountedBatch(_Counted):
+    def _write(self, method: str, ref: Any, *args: Any, **kwargs: Any) -> Any:
+        self._counts["writes"] += 1
+        return getattr(self._target, method)(getattr(ref, "_target", ref), *args, **kwargs)
+
+    def create(self, ref: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._write("create", ref, *args, **kwargs)
+
+    def set(self, ref: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._write("set", ref, *args, **kwargs)
+
+    def update(self, ref: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._write("update", ref, *args, **kwargs)
+
+
+class CountingFirestore(_Counted):
+    """The pipeline's own Firestore client, wrapped so that every read and write it makes is counted."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client, Counter())
+
+    def document(self, *path: str) -> _CountedDocument:
+        return _CountedDocument(self._target.document(*path), self._counts)
+
+    def batch(self) -> _CountedBatch:
+        return _CountedBatch(self._target.batch(), self._counts)
+
+    @property
+    def counts(self) -> Counter[str]:
+        return self._counts
+
+
+def _finalized(blob: Any) -> ObjectFinalized:
+    return ObjectFinalized(
+        bucket=blob.bucket.name,
+        name=blob.name,
+        generation=int(blob.generation),
+        size=int(blob.size),
+        content_type=blob.content_type,
+        metadata=blob.metadata or {},
+    )
+
+
+def firestore_ops_per_run(stack: LocalStack) -> tuple[int, int]:
+    """(reads, writes) of one single-step inline run that passes, all stages included: the chained call and the
+    two late finalize events. Run by a pipeline in this process, on buckets the stack's functions ignore, through
+    a counting wrapper around the Firestore client the pipeline uses."""
+    settings = stack.settings.model_copy(
+        update={"bucket": "validibot-bench-ops", "inbox_bucket": "validibot-bench-ops-inbox", "inline_chain": True}
+    )
+    services = Services(settings)
+    counting = CountingFirestore(services.firestore_client)
+    services.firestore_client = counting  # type: ignore[misc]  # before anything is built on the client
+    for bucket in (settings.bucket, settings.inbox_bucket):
+        with contextlib.suppress(gexc.Conflict):
+            services.storage_client.create_bucket(bucket)
+    inbox = services.storage_client.bucket(settings.inbox_bucket)
+    blob = inbox.blob(inbox_object(DEMO_ORG, "json-basic", f"ops-{uuid.uuid4().hex}.json"))
+    blob.upload_from_string(DOCUMENT, content_type="application/json")
+    upload = _finalized(blob)
+    run_id = run_id_for(upload.bucket, upload.name, upload.generation)
+    pipeline = services.pipeline
+    pipeline.handle(upload)
+    measured = Counter(counting.counts)
+    attempt = services.run_store.attempt(run_id, "01-1")
+    if attempt is None or attempt.doc.state != AttemptState.COMPLETED:
+        raise RuntimeError(f"the counted run {run_id} did not complete in its intake call")
+    pipeline_bucket = services.storage_client.bucket(settings.bucket)
+    late = [
+        pipeline_bucket.get_blob(uri.split("/", 3)[3])
+        for uri in (attempt.doc.input_uri, attempt.doc.expected_output_uri)
+    ]
+    before_late = Counter(counting.counts)
+    for blob in late:
+        pipeline.handle(_finalized(blob))
+    measured.update(counting.counts - before_late)
+    return measured["reads"], measured["writes"]
 
 
 def energyplus_direct_ms() -> float:
@@ -188,10 +317,14 @@ def run_benchmark(samples: int, burst: int, energyplus_samples: int, log_dir: Pa
         signing_secret=secrets.token_urlsafe(32),
     )
     stack = LocalStack(Ports.free(), settings, log_dir)
-    floor_port = Ports.free().functions
+    floor_port, unchained_port = Ports.free().functions, Ports.free().functions
     try:
         stack.start(web=False)
         stack.start_function_server("bench-floor", Path(__file__).with_name("bench_floor.py"), "record", floor_port)
+        # The same functions with the chain off, for the comparison; the push subscription says which one is fed.
+        stack.start_functions(
+            "functions-unchained", unchained_port, settings.model_copy(update={"inline_chain": False})
+        )
         subscriber = stack.services.subscriber_client
         floor_subscription = subscriber.subscription_path(settings.project, "bench-floor")
         subscriber.create_subscription(
@@ -208,33 +341,43 @@ def run_benchmark(samples: int, burst: int, energyplus_samples: int, log_dir: Pa
         floor_ms = [bench.floor_hop_ms() for _ in range(samples)]
         # The floor's subscription would otherwise add a push per pipeline object to what is measured next.
         subscriber.delete_subscription(subscription=floor_subscription)
-        for _ in range(WARMUP):
-            bench.end_to_end_ms()
-        e2e_ms = [bench.end_to_end_ms() for _ in range(samples)]
-        # Before the burst, whose aftermath (emulators still catching up) would slow the simulations.
+        reads_per_run, writes_per_run = firestore_ops_per_run(stack)
+        chained_e2e_ms, chained_burst = bench.latency_and_burst(samples, burst)
+        pipeline_subscription = subscriber.subscription_path(settings.project, settings.pipeline_subscription)
+        feed(subscriber, pipeline_subscription, push_endpoint(f"http://127.0.0.1:{unchained_port}", settings))
+        unchained_e2e_ms, unchained_burst = bench.latency_and_burst(samples, burst)
+        feed(subscriber, pipeline_subscription, push_endpoint(stack.functions_url, settings))
+        # Before the fairness run, whose aftermath (emulators still catching up) would slow the simulations.
         bench.add_energyplus_workflow()
         direct_ms, pipeline_ms = [], []
         for _ in range(energyplus_samples):
             direct_ms.append(energyplus_direct_ms())
             pipeline_ms.append(bench.energyplus_pipeline_ms())
-        runs_per_s, burst_ms = bench.burst(burst)
         small_verdict_s, large_span_s, large_counted = bench.fairness()
     finally:
         stack.stop()
 
     floor_p50 = statistics.median(floor_ms)
-    e2e_p50 = statistics.median(e2e_ms)
+    e2e_p50 = statistics.median(chained_e2e_ms)
     return json.dumps(
         {
             "samples": samples,
             "floor_hop_p50_ms": round(floor_p50, 1),
             "e2e_p50_ms": round(e2e_p50, 1),
-            "e2e_p95_ms": round(_percentile(e2e_ms, 0.95), 1),
+            "e2e_p95_ms": round(_percentile(chained_e2e_ms, 0.95), 1),
             "e2e_p50_over_3_floor_hops": round(e2e_p50 / (3 * floor_p50), 2),
+            "e2e_p50_over_floor_hop": round(e2e_p50 / floor_p50, 2),
+            "unchained_e2e_p50_ms": round(statistics.median(unchained_e2e_ms), 1),
             "burst_runs": burst,
-            "burst_runs_per_s": round(runs_per_s, 1),
-            "burst_latency_p50_ms": round(statistics.median(burst_ms), 1),
-            "burst_latency_p95_ms": round(_percentile(burst_ms, 0.95), 1),
+            "burst_runs_per_s": round(chained_burst.runs_per_s, 1),
+            "burst_latency_p50_ms": round(statistics.median(chained_burst.latencies_ms), 1),
+            "burst_latency_p95_ms": round(_percentile(chained_burst.latencies_ms, 0.95), 1),
+            "burst_all_terminal": chained_burst.all_terminal and unchained_burst.all_terminal,
+            "burst_duplicate_runs": chained_burst.duplicate_runs + unchained_burst.duplicate_runs,
+            "unchained_burst_runs_per_s": round(unchained_burst.runs_per_s, 1),
+            "burst_speedup_over_unchained": round(chained_burst.runs_per_s / unchained_burst.runs_per_s, 2),
+            "firestore_reads_per_run": reads_per_run,
+            "firestore_writes_per_run": writes_per_run,
             "energyplus_samples": energyplus_samples,
             "energyplus_direct_p50_ms": round(statistics.median(direct_ms), 1),
             "energyplus_pipeline_p50_ms": round(statistics.median(pipeline_ms), 1),
@@ -250,5 +393,11 @@ def run_benchmark(samples: int, burst: int, energyplus_samples: int, log_dir: Pa
     )
 
 
+def feed(subscriber: Any, subscription: str, endpoint: str) -> None:
+    """Point the pipeline's push subscription at another functions server, then let what is in flight drain."""
+    subscriber.modify_push_config(request={"subscription": subscription, "push_config": {"push_endpoint": endpoint}})
+    time.sleep(SWITCH_SETTLE_SECONDS)
+
+
 if __name__ == "__main__":
-    print(run_benchmark(30, 200, 5, Path(tempfile.mkdtemp(prefix="validibot-bench-"))))
+    print(run_benchmark(30, 1000, 5, Path(tempfile.mkdtemp(prefix="validibot-bench-"))))
