@@ -45,9 +45,9 @@ from jobs.validators.energyplus import (
 from schemas.changes import Write, workflow_path
 from schemas.documents import RunDoc, StepSpec, WorkflowDoc
 from schemas.enums import AttemptState, RunStatus
-from schemas.objects import ObjectFinalized
 from schemas.paths import inbox_object, run_id_for
 from schemas.settings import Settings
+from store.objects import finalized_event
 
 WARMUP = 3
 # Polling only decides when to look; the times measured come from the functions, so it can be gentle.
@@ -246,17 +246,6 @@ class CountingFirestore(_Counted):
         return self._counts
 
 
-def _finalized(blob: Any) -> ObjectFinalized:
-    return ObjectFinalized(
-        bucket=blob.bucket.name,
-        name=blob.name,
-        generation=int(blob.generation),
-        size=int(blob.size),
-        content_type=blob.content_type,
-        metadata=blob.metadata or {},
-    )
-
-
 def firestore_ops_per_run(stack: LocalStack) -> tuple[int, int]:
     """(reads, writes) of one single-step inline run that passes, all stages included: the chained call and the
     two late finalize events. Run by a pipeline in this process, on buckets the stack's functions ignore, through
@@ -273,7 +262,7 @@ def firestore_ops_per_run(stack: LocalStack) -> tuple[int, int]:
     inbox = services.storage_client.bucket(settings.inbox_bucket)
     blob = inbox.blob(inbox_object(DEMO_ORG, "json-basic", f"ops-{uuid.uuid4().hex}.json"))
     blob.upload_from_string(DOCUMENT, content_type="application/json")
-    upload = _finalized(blob)
+    upload = finalized_event(blob)
     run_id = run_id_for(upload.bucket, upload.name, upload.generation)
     pipeline = services.pipeline
     pipeline.handle(upload)
@@ -288,7 +277,7 @@ def firestore_ops_per_run(stack: LocalStack) -> tuple[int, int]:
     ]
     before_late = Counter(counting.counts)
     for blob in late:
-        pipeline.handle(_finalized(blob))
+        pipeline.handle(finalized_event(blob))
     measured.update(counting.counts - before_late)
     return measured["reads"], measured["writes"]
 

@@ -29,6 +29,7 @@ from schemas.objects import ObjectFinalized
 from schemas.paths import attempt_id_for, inbox_object, parse_gs_uri, run_id_for
 from schemas.settings import Settings
 from schemas.signing import SIGNATURE_METADATA_KEY, attempt_signing_key, sign
+from store.objects import finalized_event
 from store.ports import ObjectStore, RunReads, RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,19 +180,6 @@ class Driver:
         return slug
 
 
-def finalized(blob: Any) -> ObjectFinalized:
-    """The event the platform delivers for this object version (fields as the notification carries them)."""
-    return ObjectFinalized(
-        bucket=blob.bucket.name,
-        name=blob.name,
-        generation=int(blob.generation),
-        size=int(blob.size),
-        content_type=blob.content_type,
-        md5_hash=blob.md5_hash,
-        crc32c=blob.crc32c,
-    )
-
-
 @dataclass
 class Harness(Driver):
     """The pipeline on the real emulators, with the real adapters bootstrap wires."""
@@ -225,13 +213,13 @@ class Harness(Driver):
         if signature is not None:
             blob.metadata = {SIGNATURE_METADATA_KEY: signature}
         blob.upload_from_string(data, content_type=content_type)
-        return finalized(blob)
+        return finalized_event(blob)
 
     def event_for(self, uri: str) -> ObjectFinalized:
         _, name = parse_gs_uri(uri)
         blob = self.bucket.get_blob(name)
         assert blob is not None, f"{uri} was not written"
-        return finalized(blob)
+        return finalized_event(blob)
 
     def wait_for_output(self, run_id: str, step: int = 1, timeout: float = 120) -> ObjectFinalized:
         """The output.json a job writes on its own, as its finalize event (the job's 'callback')."""
@@ -242,7 +230,7 @@ class Harness(Driver):
         while time.monotonic() < deadline:
             blob = self.bucket.get_blob(name)
             if blob is not None:
-                return finalized(blob)
+                return finalized_event(blob)
             time.sleep(0.1)
         raise AssertionError(f"no output.json for {run_id} after {timeout} s")
 
@@ -256,7 +244,7 @@ class Harness(Driver):
             blob = self.bucket.get_blob(name)
             signature = (blob.metadata or {}).get(SIGNATURE_METADATA_KEY) if blob is not None else None
             if blob is not None and signature == self.attempt_signature(run_id, blob.download_as_bytes(), step):
-                return finalized(blob)
+                return finalized_event(blob)
             time.sleep(0.1)
         raise AssertionError(f"no signed output.json for {run_id} after {timeout} s")
 
