@@ -59,6 +59,7 @@ BURST_UPLOADERS = 16
 BURST_WAIT_SECONDS = 600.0
 # After the push subscription is pointed at other functions, deliveries already in flight finish first.
 SWITCH_SETTLE_SECONDS = 3.0
+QUIET_SECONDS = 3.0
 ENERGYPLUS_MODEL = Path(__file__).resolve().parent.parent / "examples" / "small-office.idf"
 ENERGYPLUS_WORKFLOW = "energyplus-bench"
 ENERGYPLUS_CONFIG = EnergyPlusConfig(weather_file="USA_CO_Golden-NREL.724666_TMY3.epw", timesteps_per_hour=60)
@@ -333,8 +334,11 @@ def run_benchmark(samples: int, burst: int, energyplus_samples: int, log_dir: Pa
         reads_per_run, writes_per_run = firestore_ops_per_run(stack)
         chained_e2e_ms, chained_burst = bench.latency_and_burst(samples, burst)
         pipeline_subscription = subscriber.subscription_path(settings.project, settings.pipeline_subscription)
+        # The chained runs' own finalize events are still being delivered: the comparison starts after them.
+        quiet(stack.log_dir / "functions.log")
         feed(subscriber, pipeline_subscription, push_endpoint(f"http://127.0.0.1:{unchained_port}", settings))
         unchained_e2e_ms, unchained_burst = bench.latency_and_burst(samples, burst)
+        quiet(stack.log_dir / "functions-unchained.log")
         feed(subscriber, pipeline_subscription, push_endpoint(stack.functions_url, settings))
         # Before the fairness run, whose aftermath (emulators still catching up) would slow the simulations.
         bench.add_energyplus_workflow()
@@ -386,6 +390,17 @@ def feed(subscriber: Any, subscription: str, endpoint: str) -> None:
     """Point the pipeline's push subscription at another functions server, then let what is in flight drain."""
     subscriber.modify_push_config(request={"subscription": subscription, "push_config": {"push_endpoint": endpoint}})
     time.sleep(SWITCH_SETTLE_SECONDS)
+
+
+def quiet(log_path: Path) -> float:
+    """Wait until a functions server has logged nothing for QUIET_SECONDS (its deliveries are done); seconds waited."""
+    started = last_change = time.monotonic()
+    size = log_path.stat().st_size
+    while time.monotonic() - last_change < QUIET_SECONDS and time.monotonic() - started < WAIT_SECONDS * 5:
+        time.sleep(0.5)
+        if (now := log_path.stat().st_size) != size:
+            size, last_change = now, time.monotonic()
+    return time.monotonic() - started
 
 
 if __name__ == "__main__":
