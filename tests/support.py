@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,30 +224,30 @@ class Harness(Driver):
 
     def wait_for_output(self, run_id: str, step: int = 1, timeout: float = 120) -> ObjectFinalized:
         """The output.json a job writes on its own, as its finalize event (the job's 'callback')."""
-        attempt = self.store.attempt(run_id, attempt_id_for(step, 1))
-        assert attempt is not None
-        _, name = parse_gs_uri(attempt.doc.expected_output_uri)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            blob = self.bucket.get_blob(name)
-            if blob is not None:
-                return finalized_event(blob)
-            time.sleep(0.1)
-        raise AssertionError(f"no output.json for {run_id} after {timeout} s")
+        return self._wait_for_output(run_id, step, timeout, lambda blob: True)
 
     def wait_for_signed_output(self, run_id: str, step: int = 1, timeout: float = 120) -> ObjectFinalized:
         """The output.json the attempt's own validator wrote (inline or as a job), past any forgery in its place."""
+
+        def signed(blob: Any) -> bool:
+            signature = (blob.metadata or {}).get(SIGNATURE_METADATA_KEY)
+            return signature == self.attempt_signature(run_id, blob.download_as_bytes(), step)
+
+        return self._wait_for_output(run_id, step, timeout, signed)
+
+    def _wait_for_output(
+        self, run_id: str, step: int, timeout: float, accepted: Callable[[Any], bool]
+    ) -> ObjectFinalized:
         attempt = self.store.attempt(run_id, attempt_id_for(step, 1))
         assert attempt is not None
         _, name = parse_gs_uri(attempt.doc.expected_output_uri)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             blob = self.bucket.get_blob(name)
-            signature = (blob.metadata or {}).get(SIGNATURE_METADATA_KEY) if blob is not None else None
-            if blob is not None and signature == self.attempt_signature(run_id, blob.download_as_bytes(), step):
+            if blob is not None and accepted(blob):
                 return finalized_event(blob)
             time.sleep(0.1)
-        raise AssertionError(f"no signed output.json for {run_id} after {timeout} s")
+        raise AssertionError(f"no accepted output.json for {run_id} after {timeout} s")
 
     def run_job(self, data: bytes, workflow: str, filename: str) -> tuple[str, RunDoc]:
         """A one-step job workflow, driven like the platform would: intake, launch, the job's output, ingest."""

@@ -38,9 +38,10 @@ class IngestStage:
 
     def handle(self, event: ObjectFinalized, path: StepObjectPath) -> Handled:
         ctx = self.context
+        secret = ctx.settings.signing_secret_bytes()
         received, problem = self._receive(event)
         # A redelivery, or the late event of an output the chain applied: known from its receipt alone.
-        known = authentic_callback_id(path, received, ctx.settings.signing_secret_bytes()) if received else None
+        known = authentic_callback_id(path, received, secret) if received else None
         receipt = ctx.store.receipt(known) if known else None
         if known and receipt is not None:
             return self._replay(known, receipt)
@@ -57,7 +58,7 @@ class IngestStage:
                 received,
                 run=run.doc,
                 attempt=attempt.doc,
-                secret=ctx.settings.signing_secret_bytes(),
+                secret=secret,
                 settings=ctx.settings,
                 now=ctx.clock(),
             )

@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from pydantic import ValidationError
 
@@ -85,17 +86,26 @@ class ReceivedOutput:
     signature: str | None
     data: bytes | None
 
+    @cached_property
+    def envelope(self) -> OutputEnvelope | ValidationError | None:
+        """The bytes parsed, once however often asked (they may be megabytes): the envelope, why they are not
+        one, or None when they were too large to read."""
+        if self.data is None:
+            return None
+        try:
+            return OutputEnvelope.model_validate_json(self.data)
+        except ValidationError as exc:
+            return exc
+
 
 def authentic_callback_id(path: StepObjectPath, received: ReceivedOutput, secret: bytes) -> str | None:
     """The output's callback_id when its signature verifies with the key derived from it and the output's path,
     which only the functions could have handed out: then it is the attempt's own, and its receipt says whether the
     output was applied already. None when that cannot be known without the attempt."""
-    if received.data is None or received.signature is None:
+    envelope = received.envelope
+    if received.signature is None or not isinstance(envelope, OutputEnvelope):
         return None
-    try:
-        callback_id = OutputEnvelope.model_validate_json(received.data).callback_id
-    except ValidationError:
-        return None
+    callback_id = envelope.callback_id
     if not is_callback_id(callback_id):
         return None
     key = attempt_signing_key(secret, run_id=path.run_id, attempt_id=path.attempt_id, callback_id=callback_id)
@@ -123,16 +133,15 @@ def admit(
         return None, "output.json is not signed"
     if not signature_valid(key, received.sha256, received.signature):
         return None, "output.json's signature does not verify with its attempt's key"
-    if received.data is None:
+    output = received.envelope
+    if output is None:
         reason = (
             f"its output.json is {received.size} bytes; the limit is {settings.max_envelope_bytes} bytes "
             "(VALIDIBOT_MAX_ENVELOPE_BYTES)"
         )
         return substitute_failure(path, reason, run=run, attempt=attempt, now=now), None
-    try:
-        output = OutputEnvelope.model_validate_json(received.data)
-    except ValidationError as exc:
-        reason = f"its output.json is not a valid output envelope: {_first_error(exc)}"
+    if isinstance(output, ValidationError):
+        reason = f"its output.json is not a valid output envelope: {_first_error(output)}"
         return substitute_failure(path, reason, run=run, attempt=attempt, now=now), None
     mismatch = output_mismatch(event, path, output, attempt=attempt)
     if mismatch is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -20,6 +21,7 @@ from functions.launch.transitions import (
 from functions.stage import MAX_COMMIT_TRIES, Handled, Outcome, StageContext, finalized, short
 from jobs.launchers.base import HandOff, LauncherBusy, LaunchRefused, LaunchResult
 from jobs.runtime import Assignment
+from schemas.changes import Versioned
 from schemas.documents import AttemptDoc
 from schemas.envelopes import InputEnvelope, sha256_hex
 from schemas.objects import ObjectFinalized
@@ -135,20 +137,25 @@ class LaunchStage:
             raise
 
     def _hand_off(self, path: StepObjectPath, claimed: AttemptDoc) -> AttemptDoc | None:
+        launcher = self.context.settings.job_launcher
+        plan = self._replan_attempt(
+            path,
+            lambda current: plan_handed_off(
+                path.run_id, path.attempt_id, current=current, claimed=claimed, launcher=launcher
+            ),
+        )
+        return plan.claimed if plan is not None else None
+
+    def _replan_attempt(
+        self, path: StepObjectPath, decide: Callable[[Versioned[AttemptDoc]], Plan | None]
+    ) -> Plan | None:
+        """Commit what `decide` plans from the attempt as it is now, deciding again after a lost race."""
+
         def replan() -> Plan | None:
             current = self.context.store.attempt(path.run_id, path.attempt_id)
-            if current is None:
-                return None
-            return plan_handed_off(
-                path.run_id,
-                path.attempt_id,
-                current=current,
-                claimed=claimed,
-                launcher=self.context.settings.job_launcher,
-            )
+            return decide(current) if current is not None else None
 
-        plan = self.context.commit_replanned(replan)
-        return plan.claimed if plan is not None else None
+        return self.context.commit_replanned(replan)
 
     def _release(self, path: StepObjectPath, claimed: AttemptDoc) -> None:
         current = self.context.store.attempt(path.run_id, path.attempt_id)
@@ -161,21 +168,17 @@ class LaunchStage:
         execution_name = result.execution_name
         if execution_name is None:
             return  # inline: the output is written already, there is no execution to find again
-
-        def replan() -> Plan | None:
-            current = self.context.store.attempt(path.run_id, path.attempt_id)
-            if current is None:
-                return None
-            return plan_dispatched(
+        self._replan_attempt(
+            path,
+            lambda current: plan_dispatched(
                 path.run_id,
                 path.attempt_id,
                 current=current,
                 claimed=claimed,
                 execution_name=execution_name,
                 job_status=result.job_status,
-            )
-
-        self.context.commit_replanned(replan)
+            ),
+        )
 
     def _refuse(self, path: StepObjectPath, claimed: AttemptDoc, reason: str) -> None:
         def replan() -> Plan | None:
