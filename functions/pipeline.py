@@ -14,7 +14,7 @@ from typing import Any
 from functions.ingest.handler import IngestStage
 from functions.intake.handler import IntakeStage
 from functions.launch.handler import LaunchStage
-from functions.stage import Handled, Outcome, Stage, StageContext
+from functions.stage import Chained, Handled, Known, Outcome, Stage, StageContext
 from schemas.objects import ObjectFinalized
 from schemas.paths import ObjectKind, parse_object_name
 
@@ -36,8 +36,9 @@ class Pipeline:
     def wired(cls, context: StageContext) -> Pipeline:
         return cls(context, {kind: make(context) for kind, make in ROUTES.items()})
 
-    def handle(self, event: ObjectFinalized) -> Handled:
+    def handle(self, event: ObjectFinalized, known: Known | None = None) -> Handled:
         """Route a finalized object by its bucket and path to its stage; returns what was done, for logs and tests.
+        `known` is what the chain knows of an object this call wrote (never given for a delivered event).
 
         Submissions count only in the inbox bucket and step objects only in the pipeline bucket, so nobody who can
         write the inbox can start or answer a step.
@@ -57,7 +58,7 @@ class Pipeline:
             log.debug("ignored gs://%s/%s: not a pipeline object", event.bucket, event.name)
             return Handled(Outcome.IGNORED)
         started = time.perf_counter()
-        handled = self.stages[path.kind].handle(event, path)
+        handled = self.stages[path.kind].handle(event, path, known)
         elapsed_ms = (time.perf_counter() - started) * 1000
         log.info("%s (generation %s): %s in %.0f ms", event.name, event.generation, handled, elapsed_ms)
         if settings.inline_chain:
@@ -65,10 +66,10 @@ class Pipeline:
                 self._chain(follow_up)
         return handled
 
-    def _chain(self, event: ObjectFinalized) -> None:
+    def _chain(self, chained: Chained) -> None:
         """Handle an object this call just wrote as its finalize event will be handled (DESIGN §16). Its own event
         still arrives later and finds the work done; so a fault here is left to that event, not raised."""
         try:
-            self.handle(event)
+            self.handle(chained.event, chained.known)
         except Exception:
-            log.warning("chained %s failed; its own finalize event will redo it", event.name, exc_info=True)
+            log.warning("chained %s failed; its own finalize event will redo it", chained.event.name, exc_info=True)

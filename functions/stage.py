@@ -19,9 +19,10 @@ from typing import Protocol, TypeVar
 from events.ports import Publisher
 from functions.common import Plan
 from jobs.launchers.base import Launcher
-from schemas.changes import Effects
+from schemas.changes import Committed, Effects, Versioned, attempt_path, run_path
+from schemas.documents import AttemptDoc, RunDoc
 from schemas.objects import ObjectFinalized
-from schemas.paths import ObjectPath, parse_gs_uri
+from schemas.paths import ObjectPath, StepObjectPath, parse_gs_uri, parse_object_name
 from schemas.settings import Settings
 from schemas.signing import SIGNATURE_METADATA_KEY
 from store.ports import Conflict, ObjectConflict, ObjectStore, RunStore, StoredObject
@@ -54,11 +55,30 @@ class Outcome(StrEnum):
 
 
 @dataclass(frozen=True)
+class Known:
+    """What the call that wrote a step object knows of it: its exact bytes, and its run and attempt as that call
+    committed them. The chain hands it on so the next stage need not read any of it back; every write the next
+    stage makes is still conditioned on those update times, so a stale view only costs a re-read."""
+
+    data: bytes
+    run: Versioned[RunDoc] | None = None
+    attempt: Versioned[AttemptDoc] | None = None
+
+
+@dataclass(frozen=True)
+class Chained:
+    """An object this call just wrote, to be handled at once as its finalize event will be (DESIGN §16)."""
+
+    event: ObjectFinalized
+    known: Known
+
+
+@dataclass(frozen=True)
 class Handled:
     outcome: Outcome
     detail: str | None = None
     # Objects this handling wrote that the pipeline may handle at once, in this call (the inline chain).
-    follow_up: tuple[ObjectFinalized, ...] = field(default=(), compare=False, repr=False)
+    follow_up: tuple[Chained, ...] = field(default=(), compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.outcome}: {self.detail}" if self.detail else str(self.outcome)
@@ -86,6 +106,19 @@ def finalized(stored: StoredObject, content_type: str | None) -> ObjectFinalized
     )
 
 
+def chain(stored: StoredObject, content_type: str | None, data: bytes, committed: Committed) -> Chained:
+    """A step object just written, with its bytes and its run and attempt as `committed` holds them."""
+    event = finalized(stored, content_type)
+    path = parse_object_name(event.name)
+    assert isinstance(path, StepObjectPath), "only step objects are chained"
+    known = Known(
+        data,
+        run=committed.get(run_path(path.run_id)),
+        attempt=committed.get(attempt_path(path.run_id, path.attempt_id)),
+    )
+    return Chained(event, known)
+
+
 def short(exc: Exception) -> str:
     """An exception's text, short enough to record on a run for a person to read."""
     text = str(exc).strip()
@@ -104,9 +137,10 @@ class StageContext:
     clock: Callable[[], datetime] = field(default=utcnow)
     new_callback_id: Callable[[], str] = field(default=new_callback_id)
 
-    def perform(self, effects: Effects) -> tuple[ObjectFinalized, ...]:
-        """Publish the events, write the objects; returns the finalize events of the objects written now that
-        may be chained (an earlier delivery's objects are left to their own events)."""
+    def perform(self, effects: Effects, committed: Committed | None = None) -> tuple[Chained, ...]:
+        """Publish the events, write the objects; returns the objects written now that may be chained, with what
+        `committed` (the commit these effects follow) says of their runs and attempts. An earlier delivery's
+        objects are left to their own events."""
         self.publisher.publish(effects.events)
         chained = []
         for obj in effects.objects:
@@ -114,7 +148,7 @@ class StageContext:
             with contextlib.suppress(ObjectConflict):
                 stored = self.objects.write_new(obj.uri, obj.data, obj.content_type)
                 if obj.chain:
-                    chained.append(finalized(stored, obj.content_type))
+                    chained.append(chain(stored, obj.content_type, obj.data, committed or {}))
         return tuple(chained)
 
     def commit_replanned(self, replan: Callable[[], Plan | None]) -> Plan | None:
@@ -137,4 +171,4 @@ PathT = TypeVar("PathT", bound=ObjectPath, contravariant=True)
 class Stage(Protocol[PathT]):
     """One stage of the pipeline: handles the finalize events of the objects routed to it."""
 
-    def handle(self, event: ObjectFinalized, path: PathT) -> Handled: ...
+    def handle(self, event: ObjectFinalized, path: PathT, known: Known | None = None) -> Handled: ...

@@ -275,16 +275,13 @@ def output_taken(objects: ObjectStore, assignment: Assignment, settings: Setting
     return found is not None and _genuine(objects, assignment, found, settings.max_envelope_bytes)
 
 
-def write_output(
-    objects: ObjectStore, assignment: Assignment, output: OutputEnvelope, settings: Settings
-) -> StoredObject | None:
-    """Write the signed output.json; None when a genuine one exists already.
+def write_output(objects: ObjectStore, assignment: Assignment, data: bytes, settings: Settings) -> StoredObject | None:
+    """Write an output envelope's bytes, signed, as output.json; None when a genuine one exists already.
 
     Create-only, except that a version in its place which does not carry this attempt's signature is a forgery:
     it is replaced, conditionally on being exactly that version, so the real verdict is not locked out by it.
     """
     uri = assignment.envelope.context.expected_output_uri
-    data = output.to_bytes()
     signature = sign(assignment.signing_key, data)
     for _ in range(WRITE_TRIES):
         try:
@@ -310,15 +307,15 @@ def report_failure(
     objects: ObjectStore, assignment: Assignment, result: ValidationResult, *, started_at: datetime, settings: Settings
 ) -> None:
     """Write the failed_runtime output a job could not write itself; a job's own output, if any, wins."""
-    write_output(
-        objects, assignment, build_output(assignment, result, started_at=started_at, settings=settings), settings
-    )
+    output = build_output(assignment, result, started_at=started_at, settings=settings)
+    write_output(objects, assignment, output.to_bytes(), settings)
 
 
 @dataclass(frozen=True)
 class Written:
     output: OutputEnvelope
     stored: StoredObject
+    data: bytes  # exactly as stored, so the chain can ingest it without reading it back
 
 
 def execute(
@@ -347,5 +344,6 @@ def execute(
     )
     result.messages.extend(notes)
     output = build_output(assignment, result, started_at=started_at, settings=settings, artifacts=artifacts)
-    stored = write_output(objects, assignment, output, settings)
-    return Written(output, stored) if stored else None
+    data = output.to_bytes()
+    stored = write_output(objects, assignment, data, settings)
+    return Written(output, stored, data) if stored else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from schemas.documents import Document
 from schemas.lifecycle import LifecycleEvent
@@ -64,6 +64,11 @@ class Versioned(Generic[D]):
 
     doc: D
     update_time: datetime
+
+
+# What a commit wrote: each document as written, with the update time a later `replace` of it is conditioned on, so
+# the caller can go on from what it wrote without reading it back.
+Committed = dict[DocPath, "Versioned[Any]"]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from schemas.changes import Versioned, Write
+from schemas.changes import Committed, Versioned, Write
 from schemas.documents import AttemptDoc, FindingDoc, OrgDoc, ReceiptDoc, RunDoc, StepDoc, WorkflowDoc
 from schemas.envelopes import FileRef
 
@@ -58,6 +58,13 @@ class StoredObject:
     signature: str | None = None
 
 
+@dataclass(frozen=True)
+class SubmissionDocs:
+    run: Versioned[RunDoc] | None
+    org: OrgDoc | None
+    workflow: WorkflowDoc | None
+
+
 class RunStore(Protocol):
     """The pipeline's documents: typed reads, and all-or-nothing commits of what a transition planned."""
 
@@ -73,9 +80,14 @@ class RunStore(Protocol):
 
     def receipt(self, receipt_id: str) -> ReceiptDoc | None: ...
 
-    def commit(self, writes: Iterable[Write]) -> None:
+    def submission_docs(self, run_id: str, org: str | None, slug: str | None) -> SubmissionDocs:
+        """The run an upload would create, its org and its workflow, in one round trip (INTAKE's hot path).
+        `org` None skips the org and the workflow, `slug` None the workflow: ids not fit to be document ids."""
+        ...
+
+    def commit(self, writes: Iterable[Write]) -> Committed:
         """Apply every write or none: `create` fails if the document exists, `replace` if it changed since it was
-        read (or is gone), `upsert` never; raise Conflict when a precondition fails."""
+        read (or is gone), `upsert` never; raise Conflict when a precondition fails. Returns what was written."""
         ...
 
 

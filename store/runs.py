@@ -8,6 +8,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from schemas.changes import (
+    Committed,
     D,
     DocPath,
     Versioned,
@@ -20,7 +21,7 @@ from schemas.changes import (
     workflow_path,
 )
 from schemas.documents import AttemptDoc, OrgDoc, ReceiptDoc, RunDoc, StepDoc, WorkflowDoc
-from store.ports import Conflict, one_commit
+from store.ports import Conflict, SubmissionDocs, one_commit
 
 
 def read_versioned(db: firestore.Client, path: DocPath, model: type[D]) -> Versioned[D] | None:
@@ -57,11 +58,32 @@ class FirestoreRunStore:
     def receipt(self, receipt_id: str) -> ReceiptDoc | None:
         return read_doc(self._db, receipt_path(receipt_id), ReceiptDoc)
 
-    def commit(self, writes: Iterable[Write]) -> None:
+    def submission_docs(self, run_id: str, org: str | None, slug: str | None) -> SubmissionDocs:
+        paths = [run_path(run_id)]
+        if org is not None:
+            paths.append(org_path(org))
+            if slug is not None:
+                paths.append(workflow_path(org, slug))
+        snapshots = self._db.get_all([self._db.document(*path) for path in paths])
+        found = {tuple(snapshot.reference.path.split("/")): snapshot for snapshot in snapshots if snapshot.exists}
+
+        def versioned(path: DocPath, model: type[D]) -> Versioned[D] | None:
+            snapshot = found.get(path)
+            return Versioned(model.model_validate(snapshot.to_dict()), snapshot.update_time) if snapshot else None
+
+        org_doc = versioned(org_path(org), OrgDoc) if org is not None else None
+        workflow = versioned(workflow_path(org, slug), WorkflowDoc) if org is not None and slug is not None else None
+        return SubmissionDocs(
+            run=versioned(run_path(run_id), RunDoc),
+            org=org_doc.doc if org_doc else None,
+            workflow=workflow.doc if workflow else None,
+        )
+
+    def commit(self, writes: Iterable[Write]) -> Committed:
         """Apply every write or none; raise Conflict when a precondition fails."""
         planned = one_commit(writes)
         if not planned:
-            return
+            return {}
         batch = self._db.batch()
         for write in planned:
             ref, data = self._db.document(*write.path), write.doc.to_firestore()
@@ -72,6 +94,10 @@ class FirestoreRunStore:
             else:
                 batch.update(ref, data, option=self._db.write_option(last_update_time=write.read_at))
         try:
-            batch.commit()
+            results = batch.commit()
         except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.NotFound) as exc:
             raise Conflict(str(exc)) from exc
+        # One result per write, in order: each the update time its document now has.
+        return {
+            write.path: Versioned(write.doc, result.update_time) for write, result in zip(planned, results, strict=True)
+        }

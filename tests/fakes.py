@@ -29,6 +29,7 @@ from jobs.launchers.base import LaunchResult
 from jobs.launchers.inline import InlineLauncher
 from jobs.runtime import Assignment
 from schemas.changes import (
+    Committed,
     D,
     DocPath,
     Versioned,
@@ -53,6 +54,7 @@ from store.ports import (
     ObjectTooLarge,
     RunReads,
     StoredObject,
+    SubmissionDocs,
     one_commit,
 )
 from tests.support import TEST_SIGNING_SECRET, Driver
@@ -108,10 +110,17 @@ class FakeRunStore:
     def receipt(self, receipt_id: str) -> ReceiptDoc | None:
         return self._doc(receipt_path(receipt_id), ReceiptDoc)
 
-    def commit(self, writes: Iterable[Write]) -> None:
+    def submission_docs(self, run_id: str, org: str | None, slug: str | None) -> SubmissionDocs:
+        return SubmissionDocs(
+            run=self.run(run_id),
+            org=self.org(org) if org is not None else None,
+            workflow=self.workflow(org, slug) if org is not None and slug is not None else None,
+        )
+
+    def commit(self, writes: Iterable[Write]) -> Committed:
         planned = one_commit(writes)
         if not planned:
-            return
+            return {}
         while self._hooks:
             self._hooks.pop(0)()
         with self._lock:
@@ -126,6 +135,7 @@ class FakeRunStore:
                 self._docs[write.path] = (copy.deepcopy(write.doc.to_firestore()), update_time)
             self.commits += 1
             self.writes += len(planned)
+        return {write.path: Versioned(write.doc, update_time) for write in planned}
 
     def collection(self, *path: str) -> dict[str, dict]:
         """The documents directly under a collection path, by id: what a test inspects."""

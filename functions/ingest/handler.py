@@ -15,7 +15,7 @@ from functions.ingest.transitions import (
     plan_ingest,
     reject,
 )
-from functions.stage import MAX_COMMIT_TRIES, Handled, Outcome, StageContext
+from functions.stage import MAX_COMMIT_TRIES, Handled, Known, Outcome, StageContext
 from schemas.changes import Write, receipt_path
 from schemas.documents import ReceiptDoc
 from schemas.enums import ReceiptStatus
@@ -36,17 +36,18 @@ OVERSIZE_CHECKED = 4
 class IngestStage:
     context: StageContext
 
-    def handle(self, event: ObjectFinalized, path: StepObjectPath) -> Handled:
+    def handle(self, event: ObjectFinalized, path: StepObjectPath, known: Known | None = None) -> Handled:
         ctx = self.context
         secret = ctx.settings.signing_secret_bytes()
-        received, problem = self._receive(event)
-        # A redelivery, or the late event of an output the chain applied: known from its receipt alone.
-        known = authentic_callback_id(path, received, secret) if received else None
-        receipt = ctx.store.receipt(known) if known else None
-        if known and receipt is not None:
-            return self._replay(known, receipt)
-        run = ctx.store.run(path.run_id)
-        attempt = ctx.store.attempt(path.run_id, path.attempt_id)
+        received, problem = self._receive(event, known.data if known else None)
+        # A redelivery, or the late event of an output the chain applied: known from its receipt alone. An output
+        # chained from its launch was written just now: its receipt's create is the only check it needs.
+        callback_id = authentic_callback_id(path, received, secret) if received else None
+        receipt = ctx.store.receipt(callback_id) if callback_id and known is None else None
+        if callback_id and receipt is not None:
+            return self._replay(callback_id, receipt)
+        run = (known and known.run) or ctx.store.run(path.run_id)
+        attempt = (known and known.attempt) or ctx.store.attempt(path.run_id, path.attempt_id)
         if run is None or attempt is None:
             reason = f"no run {path.run_id} with attempt {path.attempt_id}"
             return self._commit_rejection(reject(event, path, reason, settings=ctx.settings, now=ctx.clock()))
@@ -65,8 +66,8 @@ class IngestStage:
         if output is None:
             rejection = reject(event, path, problem or "unreadable", settings=ctx.settings, now=ctx.clock())
             return self._commit_rejection(rejection)
-        # The receipt is looked up once per try; the first is done when the callback_id was known before.
-        looked_up = known == output.callback_id
+        # The receipt is looked up once per try; the first is done (or, chained, left to the create) already.
+        looked_up = callback_id == output.callback_id
         for _ in range(MAX_COMMIT_TRIES):
             # Admitted outputs carry their attempt's own callback_id: a well-formed document id.
             receipt = None if looked_up else ctx.store.receipt(output.callback_id)
@@ -86,21 +87,23 @@ class IngestStage:
             if plan.pending_receipt is None:
                 return self._commit_rejection(plan)
             try:
-                ctx.store.commit(plan.writes)
+                committed = ctx.store.commit(plan.writes)
             except Conflict:
                 run, attempt = ctx.store.run(path.run_id), ctx.store.attempt(path.run_id, path.attempt_id)
                 continue
-            chained = ctx.perform(plan.effects)
+            chained = ctx.perform(plan.effects, committed)
             self._complete(plan.pending_receipt)
             return Handled(Outcome.APPLIED, follow_up=chained)
         raise RuntimeError(f"attempt {path.run_id}/{path.attempt_id} kept changing while its output was applied")
 
-    def _receive(self, event: ObjectFinalized) -> tuple[ReceivedOutput | None, str | None]:
-        """That version's hash, signature and (when small enough to parse) bytes."""
+    def _receive(self, event: ObjectFinalized, data: bytes | None) -> tuple[ReceivedOutput | None, str | None]:
+        """That version's hash, signature and (when small enough to parse) bytes; `data` when the chain has them."""
         objects, limit = self.context.objects, self.context.settings.max_envelope_bytes
         uri = gs_uri(event.bucket, event.name)
         try:
             signature, size = self._signature_and_size(event, uri)
+            if data is not None:
+                return ReceivedOutput(len(data), sha256_hex(data), signature, data), None
             if signature is None:
                 # Refused unsigned whatever it holds: not worth a byte of reading.
                 return ReceivedOutput(size, "", None, None), None

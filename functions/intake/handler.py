@@ -8,7 +8,7 @@ from pathlib import Path
 
 from functions.common import Problem
 from functions.intake.transitions import intake_problem, intake_replay, plan_intake, submission_limit
-from functions.stage import Handled, Outcome, StageContext
+from functions.stage import Handled, Known, Outcome, StageContext
 from schemas.documents import RunDoc, Submission
 from schemas.enums import ErrorCategory, RunStatus
 from schemas.objects import ObjectFinalized
@@ -20,14 +20,15 @@ from store.ports import Conflict, ObjectConflict, ObjectMissing, ObjectTooLarge
 class IntakeStage:
     context: StageContext
 
-    def handle(self, event: ObjectFinalized, path: InboxPath) -> Handled:
+    def handle(self, event: ObjectFinalized, path: InboxPath, known: Known | None = None) -> Handled:
         ctx = self.context
         run_id = run_id_for(event.bucket, event.name, event.generation)
-        existing = ctx.store.run(run_id)
-        if existing is not None:
-            return self._replay(run_id, existing.doc)
-        org = ctx.store.org(path.org) if is_slug(path.org) else None
-        workflow = ctx.store.workflow(path.org, path.workflow) if org and is_slug(path.workflow) else None
+        org_id = path.org if is_slug(path.org) else None
+        found = ctx.store.submission_docs(run_id, org_id, path.workflow if is_slug(path.workflow) else None)
+        if found.run is not None:
+            return self._replay(run_id, found.run.doc)
+        org = found.org
+        workflow = found.workflow if org is not None else None
         problem = intake_problem(path, event, org=org, workflow=workflow, settings=ctx.settings)
         submission = None
         if problem is None and workflow is not None:
@@ -46,12 +47,12 @@ class IntakeStage:
             now=ctx.clock(),
         )
         try:
-            ctx.store.commit(plan.writes)
+            committed = ctx.store.commit(plan.writes)
         except Conflict:
             existing = ctx.store.run(run_id)
             assert existing is not None, "a run create can only conflict with an existing run"
             return self._replay(run_id, existing.doc)
-        chained = ctx.perform(plan.effects)
+        chained = ctx.perform(plan.effects, committed)
         return Handled(Outcome.REFUSED if problem else Outcome.CREATED, follow_up=chained)
 
     def _replay(self, run_id: str, run: RunDoc) -> Handled:

@@ -18,10 +18,10 @@ from functions.launch.transitions import (
     plan_launch_refused,
     plan_release,
 )
-from functions.stage import MAX_COMMIT_TRIES, Handled, Outcome, StageContext, finalized, short
+from functions.stage import MAX_COMMIT_TRIES, Handled, Known, Outcome, StageContext, chain, short
 from jobs.launchers.base import HandOff, LauncherBusy, LaunchRefused, LaunchResult
 from jobs.runtime import Assignment
-from schemas.changes import Versioned
+from schemas.changes import Committed, Versioned
 from schemas.documents import AttemptDoc
 from schemas.envelopes import InputEnvelope, sha256_hex
 from schemas.objects import ObjectFinalized
@@ -36,21 +36,21 @@ log = logging.getLogger("validibot.pipeline")
 class LaunchStage:
     context: StageContext
 
-    def handle(self, event: ObjectFinalized, path: StepObjectPath) -> Handled:
+    def handle(self, event: ObjectFinalized, path: StepObjectPath, known: Known | None = None) -> Handled:
         ctx = self.context
         ctx.settings.signing_secret_bytes()  # before any claim: without it no launch could be verified
         for _ in range(MAX_COMMIT_TRIES):
-            attempt = ctx.store.attempt(path.run_id, path.attempt_id)
+            attempt = (known and known.attempt) or ctx.store.attempt(path.run_id, path.attempt_id)
             if attempt is not None and not claimable(attempt.doc, settings=ctx.settings, now=ctx.clock()):
                 return Handled(Outcome.DUPLICATE)
-            run = ctx.store.run(path.run_id)
+            run = (known and known.run) or ctx.store.run(path.run_id)
             if run is None or attempt is None or run.doc.workflow is None:
                 log.warning("input.json for unknown attempt %s/%s: ignored", path.run_id, path.attempt_id)
                 return Handled(Outcome.UNKNOWN_ATTEMPT)
             if gs_uri(event.bucket, event.name) != attempt.doc.input_uri:
                 log.warning("%s is not the input_uri of attempt %s: ignored", event.name, path.attempt_id)
                 return Handled(Outcome.IGNORED, "not the attempt's input_uri")
-            envelope, problem = self._read_input(event, attempt.doc.input_sha256)
+            envelope, problem = self._read_input(event, attempt.doc.input_sha256, known.data if known else None)
             plan = plan_launch(
                 path.run_id,
                 path.attempt_id,
@@ -64,21 +64,27 @@ class LaunchStage:
             if plan is None:
                 return Handled(Outcome.DUPLICATE)
             try:
-                ctx.store.commit(plan.writes)
+                committed = ctx.store.commit(plan.writes)
             except Conflict:
+                # The bytes still hold (a generation never changes); the documents are read afresh.
+                known = Known(known.data) if known else None
                 continue
             ctx.perform(plan.effects)
             if envelope is None or plan.claimed is None:
                 return Handled(Outcome.FAILED, problem)
-            return self._start(event, path, claimed=plan.claimed, envelope=envelope)
+            return self._start(event, path, claimed=plan.claimed, envelope=envelope, committed=committed)
         raise RuntimeError(f"attempt {path.run_id}/{path.attempt_id} kept changing while being claimed")
 
-    def _read_input(self, event: ObjectFinalized, expected_sha256: str) -> tuple[InputEnvelope | None, str | None]:
+    def _read_input(
+        self, event: ObjectFinalized, expected_sha256: str, data: bytes | None
+    ) -> tuple[InputEnvelope | None, str | None]:
+        """That version's envelope (read unless the chain has its bytes), checked against the attempt's sha256."""
         settings = self.context.settings
         try:
-            data = self.context.objects.read_bytes(
-                gs_uri(event.bucket, event.name), event.generation, settings.max_envelope_bytes
-            )
+            if data is None:
+                data = self.context.objects.read_bytes(
+                    gs_uri(event.bucket, event.name), event.generation, settings.max_envelope_bytes
+                )
         except ObjectMissing:
             return None, "input.json was deleted or replaced before it was launched"
         except ObjectTooLarge:
@@ -91,7 +97,13 @@ class LaunchStage:
             return None, f"input.json is not a valid input envelope: {short(exc)}"
 
     def _start(
-        self, event: ObjectFinalized, path: StepObjectPath, *, claimed: AttemptDoc, envelope: InputEnvelope
+        self,
+        event: ObjectFinalized,
+        path: StepObjectPath,
+        *,
+        claimed: AttemptDoc,
+        envelope: InputEnvelope,
+        committed: Committed,
     ) -> Handled:
         ctx = self.context
         signing_key = attempt_signing_key(
@@ -117,7 +129,13 @@ class LaunchStage:
                 return Handled(Outcome.FAILED, str(exc))
             self._record_execution(path, claimed, result)
             written = result.written_output
-            return Handled(Outcome.LAUNCHED, follow_up=(finalized(written, "application/json"),) if written else ())
+            if written is None:
+                return Handled(Outcome.LAUNCHED)
+            # An inline run: its output goes on to INGEST in this call, with the claim as this call committed it.
+            return Handled(
+                Outcome.LAUNCHED,
+                follow_up=(chain(written.stored, "application/json", written.data, committed),),
+            )
         raise RuntimeError(f"launcher {claimed.launcher!r} handed the attempt off again")
 
     def _launch(self, path: StepObjectPath, claimed: AttemptDoc, assignment: Assignment) -> LaunchResult:

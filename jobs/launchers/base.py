@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from jobs.runtime import Assignment
+from jobs.runtime import Assignment, Written
 from schemas.enums import JobStatus
 from schemas.paths import INPUT_NAME
 from schemas.signing import SIGNING_KEY_ENV
-from store.ports import StoredObject
 
 
 @dataclass(frozen=True)
@@ -18,7 +17,7 @@ class LaunchResult:
     execution_name: str | None = None
     job_status: JobStatus | None = None
     # The output.json an inline run wrote just now (None when a twin's was there already).
-    written_output: StoredObject | None = None
+    written_output: Written | None = None
 
 
 def job_overrides(assignment: Assignment) -> dict[str, str]:

@@ -45,4 +45,4 @@ class InlineLauncher:
             )
             report_failure(self._objects, assignment, result, started_at=started_at, settings=self._settings)
             return LaunchResult()
-        return LaunchResult(written_output=written.stored if written else None)
+        return LaunchResult(written_output=written)

@@ -9,6 +9,7 @@ validated, as with every parser.
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import math
 import re
@@ -58,16 +59,33 @@ class JsonSchemaConfig(BaseModel):
 
     @model_validator(mode="after")
     def _schema_is_valid(self) -> JsonSchemaConfig:
-        try:
-            self.validator_class().check_schema(self.json_schema)
-        except SchemaError as exc:
-            raise ValueError(f"the schema is not a valid JSON Schema: {exc.message}") from exc
+        check_schema(self.validator_class(), self.json_schema)
         return self
 
     def validator_class(self) -> type[jsonschema.protocols.Validator]:
         if self.draft is not None:
             return _DRAFTS[self.draft]
         return jsonschema.validators.validator_for(self.json_schema, default=jsonschema.Draft202012Validator)
+
+
+# Checking a schema against its metaschema costs about 25 ms for a small one, and a workflow's schema is checked by
+# intake and again by every run of its step: a schema once found valid is remembered by its digest (bounded).
+MAX_REMEMBERED_SCHEMAS = 1024
+_valid_schemas: set[tuple[type[jsonschema.protocols.Validator], str]] = set()
+
+
+def check_schema(validator_class: type[jsonschema.protocols.Validator], schema: dict[str, Any]) -> None:
+    """Raise ValueError saying why `schema` is not a valid schema of its draft."""
+    digest = hashlib.sha256(json.dumps(schema, sort_keys=True, allow_nan=True).encode()).hexdigest()
+    if (validator_class, digest) in _valid_schemas:
+        return
+    try:
+        validator_class.check_schema(schema)
+    except SchemaError as exc:
+        raise ValueError(f"the schema is not a valid JSON Schema: {exc.message}") from exc
+    if len(_valid_schemas) >= MAX_REMEMBERED_SCHEMAS:
+        _valid_schemas.clear()
+    _valid_schemas.add((validator_class, digest))
 
 
 def json_pointer(path: Iterable[str | int]) -> str:

@@ -76,7 +76,7 @@ def test_a_written_output_carries_its_attempts_signature() -> None:
     objects = FakeObjectStore()
     output = output_for(ValidationResult())
 
-    assert write_output(objects, ASSIGNMENT, output, SETTINGS)
+    assert write_output(objects, ASSIGNMENT, output.to_bytes(), SETTINGS)
 
     stored = objects.stat(OUTPUT_URI)
     data = objects.read_bytes(OUTPUT_URI, stored.generation, 1 << 20)
@@ -91,7 +91,7 @@ def test_a_forgery_in_the_outputs_place_is_replaced_by_the_real_verdict() -> Non
     output = output_for(ValidationResult(messages=errors(1)))
 
     assert not output_taken(objects, ASSIGNMENT, SETTINGS)
-    assert write_output(objects, ASSIGNMENT, output, SETTINGS)
+    assert write_output(objects, ASSIGNMENT, output.to_bytes(), SETTINGS)
 
     live = objects.stat(OUTPUT_URI)
     assert live.generation != forged.generation
@@ -103,7 +103,7 @@ def test_a_genuine_output_already_written_is_never_replaced() -> None:
     first = output_for(ValidationResult()).to_bytes()
     objects.write_new(OUTPUT_URI, first, "application/json", sign(KEY, first))
 
-    assert not write_output(objects, ASSIGNMENT, output_for(ValidationResult(messages=errors(1))), SETTINGS)
+    assert not write_output(objects, ASSIGNMENT, output_for(ValidationResult(messages=errors(1))).to_bytes(), SETTINGS)
 
     assert objects.read_bytes(OUTPUT_URI, None, 1 << 20) == first
     assert objects.generations_written(OUTPUT_URI) == 1
