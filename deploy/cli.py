@@ -180,7 +180,7 @@ def _print_verdict(reads: RunReads, run_id: str, run: RunDoc, web_url: str) -> N
 
 
 @main.command()
-@click.option("--samples", default=30, show_default=True, help="Sequential uploads per latency figure.")
+@click.option("--samples", default=60, show_default=True, help="Sequential uploads per latency figure.")
 @click.option("--burst", default=1000, show_default=True, help="Uploads in the throughput burst.")
 @click.option(
     "--energyplus-samples", default=5, show_default=True, help="EnergyPlus runs, direct and via the pipeline."
