@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from events.ports import Publisher
 from schemas.settings import Settings
@@ -77,20 +77,32 @@ class Services:
 
         return pubsub_v1.SubscriberClient()
 
-    @cached_property
-    def run_jobs_client(self) -> run_v2.JobsClient:
+    def _cloudrun_client_arguments(self) -> dict[str, Any]:
+        """The Cloud Run Admin API as production reaches it, or a local stand-in for it (tests): plain HTTP, REST
+        transport, no credentials to find."""
+        if not self.settings.cloudrun_api_endpoint:
+            return {}
         from google.api_core.client_options import ClientOptions
         from google.auth.credentials import AnonymousCredentials
+
+        return {
+            "transport": "rest",
+            "client_options": ClientOptions(api_endpoint=self.settings.cloudrun_api_endpoint),
+            "credentials": AnonymousCredentials(),
+        }
+
+    @cached_property
+    def run_jobs_client(self) -> run_v2.JobsClient:
         from google.cloud import run_v2
 
-        if self.settings.cloudrun_api_endpoint:
-            # A local stand-in for the Jobs API (tests): plain HTTP, REST transport, no credentials to find.
-            return run_v2.JobsClient(
-                transport="rest",
-                client_options=ClientOptions(api_endpoint=self.settings.cloudrun_api_endpoint),
-                credentials=AnonymousCredentials(),
-            )
-        return run_v2.JobsClient()
+        return run_v2.JobsClient(**self._cloudrun_client_arguments())
+
+    @cached_property
+    def run_executions_client(self) -> run_v2.ExecutionsClient:
+        """Reads and cancels the executions the jobs client started (the maintenance sweeps)."""
+        from google.cloud import run_v2
+
+        return run_v2.ExecutionsClient(**self._cloudrun_client_arguments())
 
     # -- The ports' adapters -------------------------------------------------------------------------------
 
@@ -127,7 +139,7 @@ class Services:
         if self.settings.job_launcher == "cloudrun":
             from jobs.launchers.cloudrun import CloudRunLauncher
 
-            launchers["cloudrun"] = CloudRunLauncher(self.settings, self.run_jobs_client)
+            launchers["cloudrun"] = CloudRunLauncher(self.settings, self.run_jobs_client, self.run_executions_client)
         else:
             from jobs.launchers.local import LocalProcessLauncher
 

@@ -17,6 +17,12 @@ STORAGE_FINALIZED = "google.cloud.storage.object.v1.finalized"
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 
 
+# The maintenance tick (DESIGN §13) is a Pub/Sub message on the maintenance topic carrying this attribute, whoever
+# publishes it (Cloud Scheduler in production, `validibot up` locally).
+TICK_ATTRIBUTE = "validibot-event"
+TICK_VALUE = "maintenance-tick"
+
+
 class UndecodableEvent(ValueError):
     """An event no redelivery can make sense of: acknowledged and logged, never retried."""
 
@@ -29,6 +35,15 @@ def decode_finalize(event: CloudEvent) -> ObjectFinalized | None:
     if event_type == PUBSUB_PUBLISHED:
         return _from_notification(_as_mapping(event.data))
     return None
+
+
+def is_maintenance_tick(event: CloudEvent) -> bool:
+    if event["type"] != PUBSUB_PUBLISHED:
+        return False
+    data = event.data
+    message = data.get("message") if isinstance(data, Mapping) else None
+    attributes = message.get("attributes") if isinstance(message, Mapping) else None
+    return isinstance(attributes, Mapping) and attributes.get(TICK_ATTRIBUTE) == TICK_VALUE
 
 
 def _from_notification(data: Mapping[str, Any]) -> ObjectFinalized | None:

@@ -11,8 +11,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from jobs.registry import get_validator
-from schemas.changes import Effects, NewObject, Write, attempt_path, run_path, step_path
-from schemas.documents import AttemptDoc, Counts, ReceiptDoc, RunDoc, StepDoc, StepSpec, WorkflowSnapshot
+from schemas.changes import Effects, NewObject, Versioned, Write, attempt_path, run_path, step_path
+from schemas.documents import (
+    AttemptDoc,
+    Counts,
+    ReceiptDoc,
+    Retention,
+    RunDoc,
+    StepDoc,
+    StepSpec,
+    WorkflowSnapshot,
+)
 from schemas.enums import AttemptState, ErrorCategory, LifecycleType, RunStatus, StepStatus
 from schemas.envelopes import FileRef, InputContext, InputEnvelope, OrgRef, ValidatorRef, WorkflowRef, sha256_hex
 from schemas.lifecycle import LifecycleData, LifecycleEvent, StepRef
@@ -182,13 +191,27 @@ def schedule_attempt(
 
 def finish_run(run: RunDoc, status: RunStatus, now: datetime) -> RunDoc:
     started = run.started_at or run.created_at
-    return run.model_copy(
+    ended = run.model_copy(
         update={
             "status": status,
             "ended_at": now,
             "duration_ms": max(0, int((now - started).total_seconds() * 1000)),
         }
     )
+    return ended.model_copy(update={"purge_due_at": purge_due(ended)})
+
+
+def purge_due(run: RunDoc) -> datetime | None:
+    """When the next retention purge of an ended run's objects is due; None once all of them are purged."""
+    if run.ended_at is None:
+        return None
+    retention = run.workflow.retention if run.workflow else Retention()
+    due = []
+    if run.purged_at is None:
+        due.append(run.ended_at + timedelta(days=retention.submission_days))
+    if run.results_purged_at is None and run.workflow is not None:
+        due.append(run.ended_at + timedelta(days=retention.results_days))
+    return min(due, default=None)
 
 
 def after_step(
@@ -252,4 +275,49 @@ def dispatch_lease_expired(attempt: AttemptDoc, settings: Settings, now: datetim
         and attempt.execution_name is None
         and attempt.dispatched_at is not None
         and attempt.dispatched_at + timedelta(seconds=settings.dispatch_lease_seconds) <= now
+    )
+
+
+def end_attempt(
+    run_id: str,
+    attempt_id: str,
+    *,
+    run: Versioned[RunDoc],
+    attempt: Versioned[AttemptDoc],
+    problem: Problem,
+    state: AttemptState,
+    now: datetime,
+    cancelled: bool = False,
+    reason: str | None = None,
+    **attempt_update: object,
+) -> Plan:
+    """An attempt ends without an output to apply (it could not start, timed out, its job died, the run was
+    canceled): attempt, step and run end saying why, and the steps after it are skipped. `reason` is what the
+    attempt and step record (the run records the problem's message)."""
+    current, doc = attempt.doc, run.doc
+    spec = step_spec(doc, current.step)
+    reason = reason or problem.message
+    ended = current.model_copy(update={"state": state, "finished_at": now, "error": reason, **attempt_update})
+    step_status = StepStatus.CANCELED if cancelled else StepStatus.FAILED
+    step = step_doc(spec, current.step, status=step_status, attempt_id=attempt_id, ended_at=now, error=reason)
+    folded = after_step(
+        run_id,
+        doc.model_copy(update={"started_at": doc.started_at or now}),
+        StepOutcome(current.step, Counts(), problem, halt=True, cancelled=cancelled),
+        now=now,
+        next_terms=None,
+    )
+    return Plan(
+        writes=[
+            Write(attempt_path(run_id, attempt_id), ended, "replace", attempt.update_time),
+            Write(step_path(run_id, current.step), step, "upsert"),
+            run_write(run_id, folded.run, run.update_time),
+            *folded.writes,
+        ],
+        effects=Effects(
+            events=[
+                lifecycle_event(LifecycleType.STEP_COMPLETED, run_id, folded.run, time=now, step=step),
+                lifecycle_event(LifecycleType.RUN_COMPLETED, run_id, folded.run, time=now),
+            ]
+        ),
     )

@@ -1,7 +1,8 @@
 """The functions-framework entry point: `functions-framework --target handle_event --source functions/main.py`.
 
-Every finalize event of the bucket arrives here (Eventarc direct, or a Pub/Sub notification pushed by a
-subscription) and goes to the pipeline, which routes it by object path (functions/pipeline.py).
+Every finalize event of the buckets arrives here (Eventarc direct, or a Pub/Sub notification pushed by a
+subscription) and goes to the pipeline, which routes it by object path (functions/pipeline.py); so does the
+maintenance tick (a message on the maintenance topic), which runs the MAINTAIN sweeps.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from bootstrap import Services
-from events.decode import UndecodableEvent, decode_finalize
+from events.decode import UndecodableEvent, decode_finalize, is_maintenance_tick
 from functions.pipeline import Pipeline
 
 log = logging.getLogger("validibot.pipeline")
@@ -37,6 +38,9 @@ def get_pipeline() -> Pipeline:
 
 @functions_framework.cloud_event
 def handle_event(cloud_event: CloudEvent) -> None:
+    if is_maintenance_tick(cloud_event):
+        get_pipeline().tick()
+        return
     try:
         finalized = decode_finalize(cloud_event)
     except UndecodableEvent as exc:

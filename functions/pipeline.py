@@ -9,11 +9,13 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from functions.ingest.handler import IngestStage
 from functions.intake.handler import IntakeStage
 from functions.launch.handler import LaunchStage
+from functions.maintain.handler import MaintainStage, TickReport
 from functions.stage import Chained, Handled, Known, Outcome, Stage, StageContext
 from schemas.objects import ObjectFinalized
 from schemas.paths import ObjectKind, parse_object_name
@@ -61,7 +63,26 @@ class Pipeline:
         handled = self.stages[path.kind].handle(event, path, known)
         elapsed_ms = (time.perf_counter() - started) * 1000
         log.info("%s (generation %s): %s in %.0f ms", event.name, event.generation, handled, elapsed_ms)
-        if settings.inline_chain:
+        return self._follow(handled)
+
+    def tick(self) -> TickReport:
+        """One maintenance tick (DESIGN §13): every sweep once, bounded; returns what each changed."""
+        return self._maintain.tick()
+
+    @cached_property
+    def _maintain(self) -> MaintainStage:
+        intake, ingest = self.stages["submission"], self.stages["output"]
+        assert isinstance(intake, IntakeStage)
+        assert isinstance(ingest, IngestStage)
+        return MaintainStage(
+            self.context,
+            redeliver=self.handle,
+            replay_intake=lambda run_id, run: self._follow(intake.replay(run_id, run)),
+            replay_receipt=lambda callback_id, receipt: self._follow(ingest.replay(callback_id, receipt)),
+        )
+
+    def _follow(self, handled: Handled) -> Handled:
+        if self.context.settings.inline_chain:
             for follow_up in handled.follow_up:
                 self._chain(follow_up)
         return handled

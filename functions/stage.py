@@ -44,6 +44,7 @@ class Outcome(StrEnum):
     EFFECTS_REPLAYED = "duplicate (effects replayed)"
     UNKNOWN_ATTEMPT = "unknown attempt"
     LAUNCHED = "launched"
+    QUEUED = "queued (launcher full)"
     FAILED = "failed"
     APPLIED = "applied"
     REJECTED = "rejected"

@@ -40,6 +40,15 @@ class WorkflowLimits(Document):
     max_submission_bytes: int | None = Field(default=None, gt=0)
 
 
+class Retention(Document):
+    """How long a run's objects are kept after it ends (DESIGN §12); the run keeps its verdict either way."""
+
+    # 0: the submission is deleted by the first maintenance tick after the run ends.
+    submission_days: int = Field(default=30, ge=0)
+    # input.json, output.json and artifacts.
+    results_days: int = Field(default=365, ge=0)
+
+
 class WorkflowDoc(Document):
     org: str
     slug: str = Field(pattern=f"^{SLUG_PATTERN}$")
@@ -47,7 +56,7 @@ class WorkflowDoc(Document):
     version: int = 1
     steps: list[StepSpec] = Field(min_length=1, max_length=99)
     fail_policy: Literal["stop", "continue"] = "stop"
-    retention_days: int = 30
+    retention: Retention = Retention()
     limits: WorkflowLimits = WorkflowLimits()
 
 
@@ -58,6 +67,7 @@ class WorkflowSnapshot(Document):
     name: str
     fail_policy: Literal["stop", "continue"] = "stop"
     steps: list[StepSpec]
+    retention: Retention = Retention()
 
 
 class OrgDoc(Document):
@@ -91,6 +101,12 @@ class RunDoc(Document):
     counts: Counts = Counts()
     error_category: ErrorCategory | None = None
     error: str | None = None
+    # The run this one re-runs (same submission bytes), when it is a re-run.
+    rerun_of: str | None = None
+    # Retention (DESIGN §13): when the next purge of this run's objects is due, and what was purged when.
+    purge_due_at: datetime | None = None
+    purged_at: datetime | None = None
+    results_purged_at: datetime | None = None
 
 
 class StepDoc(Document):
@@ -127,6 +143,10 @@ class AttemptDoc(Document):
     timeout_at: datetime | None = None
     timeout_seconds: int
     error: str | None = None
+    # Set while the launcher is full: the maintenance tick launches queued attempts oldest first.
+    queued_at: datetime | None = None
+    # Claims so far: a claim whose lease runs out is released for another, up to VALIDIBOT_MAX_DISPATCH_TRIES.
+    dispatch_tries: int = 0
 
 
 class FindingDoc(Document):

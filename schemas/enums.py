@@ -29,6 +29,8 @@ class StepStatus(StrEnum):
     PASSED = "PASSED"
     FAILED = "FAILED"
     SKIPPED = "SKIPPED"
+    # The step was running when its run was canceled (issue 10 adds it to DESIGN §4's list).
+    CANCELED = "CANCELED"
 
 
 class AttemptState(StrEnum):

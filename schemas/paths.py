@@ -81,8 +81,13 @@ def submission_object(org: str, run_id: str, filename: str) -> str:
     return f"runs/{org}/{run_id}/submission/{filename}"
 
 
+def steps_prefix(org: str, run_id: str) -> str:
+    """Where a run's step objects live: input.json, output.json and artifacts of every attempt."""
+    return f"runs/{org}/{run_id}/steps/"
+
+
 def attempt_prefix(org: str, run_id: str, step_number: int, step_key: str, attempt_id: str) -> str:
-    return f"runs/{org}/{run_id}/steps/{step_number:02d}-{step_key}/{attempt_id}/"
+    return f"{steps_prefix(org, run_id)}{step_number:02d}-{step_key}/{attempt_id}/"
 
 
 def gs_uri(bucket: str, name: str) -> str:

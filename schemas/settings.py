@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     run_events_topic: str = "validibot-run-events"
     dead_letter_topic: str = "validibot-dead-letter"
     pipeline_subscription: str = "validibot-pipeline"
+    maintenance_topic: str = "validibot-maintenance"
+    maintenance_subscription: str = "validibot-maintenance"
     default_org: str = "demo"
     web_url: str = "http://127.0.0.1:8000"
 
@@ -45,8 +47,18 @@ class Settings(BaseSettings):
     # A step's findings, its skipped siblings and the run documents share one 500-write commit.
     max_findings_per_step: int = Field(default=200, gt=0, le=300)
     step_timeout_seconds: int = Field(default=600, gt=0)
-    dispatch_lease_seconds: int = Field(default=900, gt=0)
+    # A claim (DISPATCHING) lasts seconds: the launch call, or an inline run within its budget. One older than this
+    # was lost with its function; the tick releases it for another claim, up to max_dispatch_tries claims.
+    dispatch_lease_seconds: int = Field(default=120, gt=0)
+    max_dispatch_tries: int = Field(default=3, gt=0)
     receipt_retention_days: int = Field(default=30, gt=0)
+    # The maintenance tick (DESIGN §13): how often `validibot up` publishes it, how many documents each sweep may
+    # change per tick, how long past timeout_at a job may still deliver, and how long a PENDING run or a PROCESSING
+    # receipt may wait for its own redelivery before the tick replays its effects.
+    tick_seconds: float = Field(default=10.0, gt=0)
+    sweep_batch: int = Field(default=100, gt=0, le=400)
+    timeout_grace_seconds: int = Field(default=30, ge=0)
+    lost_effects_seconds: int = Field(default=60, gt=0)
     # An inline validation still running after this long is handed to a job, so one large document cannot hold
     # the functions (and the small documents queued behind it) for long.
     inline_budget_seconds: float = Field(default=3.0, gt=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -13,7 +14,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import storage
 
 from schemas.objects import ObjectFinalized
-from schemas.paths import parse_gs_uri
+from schemas.paths import gs_uri, parse_gs_uri
 from schemas.signing import SIGNATURE_METADATA_KEY
 from store.ports import ObjectConflict, ObjectMissing, ObjectTooLarge, StoredObject
 
@@ -109,6 +110,14 @@ class GcsObjectStore:
         bucket, name = parse_gs_uri(uri)
         blob = self._client.bucket(bucket).get_blob(name, generation=generation)
         return None if blob is None else _stored(uri, blob)
+
+    def delete(self, uri: str, generation: int | None = None) -> None:
+        with contextlib.suppress(gexc.NotFound):
+            self._blob(uri, generation).delete()
+
+    def uris_under(self, prefix_uri: str) -> list[str]:
+        bucket, prefix = parse_gs_uri(prefix_uri)
+        return [gs_uri(bucket, blob.name) for blob in self._client.list_blobs(bucket, prefix=prefix)]
 
     def stream(self, uri: str, generation: int | None = None, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
         blob = self._blob(uri, generation)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol
 
-from schemas.changes import Committed, Versioned, Write
+from schemas.changes import Committed, D, DocPath, Versioned, Write
 from schemas.documents import AttemptDoc, FindingDoc, OrgDoc, ReceiptDoc, RunDoc, StepDoc, WorkflowDoc
+from schemas.enums import AttemptState, ReceiptStatus, RunStatus
 from schemas.envelopes import FileRef
 
 # Firestore's own limit on writes in one commit.
@@ -59,6 +61,18 @@ class StoredObject:
 
 
 @dataclass(frozen=True)
+class Found(Generic[D]):
+    """A document a maintenance query found: its path (which holds its run and attempt ids) and its version."""
+
+    path: DocPath
+    found: Versioned[D]
+
+    @property
+    def doc(self) -> D:
+        return self.found.doc
+
+
+@dataclass(frozen=True)
 class SubmissionDocs:
     run: Versioned[RunDoc] | None
     org: OrgDoc | None
@@ -83,6 +97,34 @@ class RunStore(Protocol):
     def submission_docs(self, run_id: str, org: str | None, slug: str | None) -> SubmissionDocs:
         """The run an upload would create, its org and its workflow, in one round trip (INTAKE's hot path).
         `org` None skips the org and the workflow, `slug` None the workflow: ids not fit to be document ids."""
+        ...
+
+    def attempts_in(
+        self,
+        state: AttemptState,
+        order_by: str,
+        *,
+        after: datetime | None = None,
+        before: datetime | None = None,
+        limit: int,
+    ) -> list[Found[AttemptDoc]]:
+        """Attempts of every run in `state` whose `order_by` field lies in [after, before), oldest first."""
+        ...
+
+    def runs_due(
+        self, order_by: str, *, before: datetime, status: RunStatus | None = None, limit: int
+    ) -> list[Found[RunDoc]]:
+        """Runs (in `status`, if given) whose `order_by` field is before `before`, oldest first."""
+        ...
+
+    def receipts_due(
+        self, order_by: str, *, before: datetime, status: ReceiptStatus | None = None, limit: int
+    ) -> list[Found[ReceiptDoc]]:
+        """Receipts (in `status`, if given) whose `order_by` field is before `before`, oldest first."""
+        ...
+
+    def delete(self, path: DocPath, read_at: datetime) -> bool:
+        """Delete the document if it has not changed since it was read; False when it changed or is gone."""
         ...
 
     def commit(self, writes: Iterable[Write]) -> Committed:
@@ -125,6 +167,15 @@ class ObjectStore(Protocol):
 
     def stat(self, uri: str, generation: int | None = None) -> StoredObject | None:
         """The live version (or exactly `generation`), None when there is no such version."""
+        ...
+
+    def delete(self, uri: str, generation: int | None = None) -> None:
+        """Delete the live version (or exactly `generation`); nothing to do when there is none (retention, which
+        may run twice)."""
+        ...
+
+    def uris_under(self, prefix_uri: str) -> list[str]:
+        """Every live object whose uri starts with `prefix_uri`."""
         ...
 
     def stream(self, uri: str, generation: int | None = None, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:

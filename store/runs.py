@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from schemas.changes import (
     Committed,
@@ -21,7 +24,8 @@ from schemas.changes import (
     workflow_path,
 )
 from schemas.documents import AttemptDoc, OrgDoc, ReceiptDoc, RunDoc, StepDoc, WorkflowDoc
-from store.ports import Conflict, SubmissionDocs, one_commit
+from schemas.enums import AttemptState, ReceiptStatus, RunStatus
+from store.ports import Conflict, Found, SubmissionDocs, one_commit
 
 
 def read_versioned(db: firestore.Client, path: DocPath, model: type[D]) -> Versioned[D] | None:
@@ -78,6 +82,63 @@ class FirestoreRunStore:
             org=org_doc.doc if org_doc else None,
             workflow=workflow.doc if workflow else None,
         )
+
+    def attempts_in(
+        self,
+        state: AttemptState,
+        order_by: str,
+        *,
+        after: datetime | None = None,
+        before: datetime | None = None,
+        limit: int,
+    ) -> list[Found[AttemptDoc]]:
+        query = self._db.collection_group("attempts").where(filter=FieldFilter("state", "==", str(state)))
+        return self._found(query, AttemptDoc, order_by, after=after, before=before, limit=limit)
+
+    def runs_due(
+        self, order_by: str, *, before: datetime, status: RunStatus | None = None, limit: int
+    ) -> list[Found[RunDoc]]:
+        query = self._db.collection("runs")
+        if status is not None:
+            query = query.where(filter=FieldFilter("status", "==", str(status)))
+        return self._found(query, RunDoc, order_by, before=before, limit=limit)
+
+    def receipts_due(
+        self, order_by: str, *, before: datetime, status: ReceiptStatus | None = None, limit: int
+    ) -> list[Found[ReceiptDoc]]:
+        query = self._db.collection("receipts")
+        if status is not None:
+            query = query.where(filter=FieldFilter("status", "==", str(status)))
+        return self._found(query, ReceiptDoc, order_by, before=before, limit=limit)
+
+    def _found(
+        self,
+        query: Any,
+        model: type[D],
+        order_by: str,
+        *,
+        after: datetime | None = None,
+        before: datetime | None = None,
+        limit: int,
+    ) -> list[Found[D]]:
+        if after is not None:
+            query = query.where(filter=FieldFilter(order_by, ">=", after))
+        if before is not None:
+            query = query.where(filter=FieldFilter(order_by, "<", before))
+        return [
+            Found(
+                tuple(snapshot.reference.path.split("/")),
+                Versioned(model.model_validate(snapshot.to_dict()), snapshot.update_time),
+            )
+            for snapshot in query.order_by(order_by).limit(limit).stream()
+        ]
+
+    def delete(self, path: DocPath, read_at: datetime) -> bool:
+        try:
+            self._db.document(*path).delete(option=self._db.write_option(last_update_time=read_at))
+        except (gexc.FailedPrecondition, gexc.NotFound):
+            return False
+        return True
 
     def commit(self, writes: Iterable[Write]) -> Committed:
         """Apply every write or none; raise Conflict when a precondition fails."""

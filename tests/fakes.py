@@ -16,6 +16,7 @@ import copy
 import hashlib
 import itertools
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from typing import Any
 from deploy.provision import demo_workflows
 from functions.pipeline import Pipeline
 from functions.stage import StageContext
-from jobs.launchers.base import LaunchResult
+from jobs.launchers.base import ExecutionState, LauncherBusy, LaunchResult
 from jobs.launchers.inline import InlineLauncher
 from jobs.runtime import Assignment
 from schemas.changes import (
@@ -42,13 +43,14 @@ from schemas.changes import (
     workflow_path,
 )
 from schemas.documents import AttemptDoc, FindingDoc, OrgDoc, ReceiptDoc, RunDoc, StepDoc, WorkflowDoc
-from schemas.enums import ReceiptStatus
+from schemas.enums import AttemptState, JobStatus, ReceiptStatus, RunStatus
 from schemas.lifecycle import LifecycleEvent
 from schemas.objects import ObjectFinalized
 from schemas.paths import gs_uri, parse_gs_uri
 from schemas.settings import Settings
 from store.ports import (
     Conflict,
+    Found,
     ObjectConflict,
     ObjectMissing,
     ObjectTooLarge,
@@ -75,6 +77,7 @@ class FakeRunStore:
         self.commits = 0
         self.reads = 0
         self.writes = 0
+        self.writes_by_path: Counter[DocPath] = Counter()
 
     def before_next_commit(self, hook: Callable[[], None]) -> None:
         self._hooks.append(hook)
@@ -117,6 +120,77 @@ class FakeRunStore:
             workflow=self.workflow(org, slug) if org is not None and slug is not None else None,
         )
 
+    def attempts_in(
+        self,
+        state: AttemptState,
+        order_by: str,
+        *,
+        after: datetime | None = None,
+        before: datetime | None = None,
+        limit: int,
+    ) -> list[Found[AttemptDoc]]:
+        return self._found(
+            lambda path: len(path) == 4 and path[2] == "attempts",
+            AttemptDoc,
+            order_by,
+            {"state": str(state)},
+            after=after,
+            before=before,
+            limit=limit,
+        )
+
+    def runs_due(
+        self, order_by: str, *, before: datetime, status: RunStatus | None = None, limit: int
+    ) -> list[Found[RunDoc]]:
+        equal = {"status": str(status)} if status is not None else {}
+        return self._found(
+            lambda path: path[0] == "runs" and len(path) == 2, RunDoc, order_by, equal, before=before, limit=limit
+        )
+
+    def receipts_due(
+        self, order_by: str, *, before: datetime, status: ReceiptStatus | None = None, limit: int
+    ) -> list[Found[ReceiptDoc]]:
+        equal = {"status": str(status)} if status is not None else {}
+        return self._found(lambda path: path[0] == "receipts", ReceiptDoc, order_by, equal, before=before, limit=limit)
+
+    def _found(
+        self,
+        wanted: Callable[[DocPath], bool],
+        model: type[D],
+        order_by: str,
+        equal: dict[str, str],
+        *,
+        after: datetime | None = None,
+        before: datetime | None = None,
+        limit: int,
+    ) -> list[Found[D]]:
+        """As Firestore answers: documents lacking the field or holding null in it are not in the order."""
+        with self._lock:
+            matches = [
+                (data[order_by], path, data, update_time)
+                for path, (data, update_time) in self._docs.items()
+                if wanted(path)
+                and all(data.get(key) == value for key, value in equal.items())
+                and data.get(order_by) is not None
+                and (after is None or data[order_by] >= after)
+                and (before is None or data[order_by] < before)
+            ]
+            matches.sort(key=lambda match: match[0])
+            self.reads += min(len(matches), limit)
+            return [
+                Found(path, Versioned(model.model_validate(copy.deepcopy(data)), update_time))
+                for _, path, data, update_time in matches[:limit]
+            ]
+
+    def delete(self, path: DocPath, read_at: datetime) -> bool:
+        with self._lock:
+            found = self._docs.get(path)
+            if found is None or found[1] != read_at:
+                return False
+            del self._docs[path]
+            self.writes += 1
+            return True
+
     def commit(self, writes: Iterable[Write]) -> Committed:
         planned = one_commit(writes)
         if not planned:
@@ -133,6 +207,7 @@ class FakeRunStore:
             update_time = EPOCH + timedelta(microseconds=next(self._ticks))
             for write in planned:
                 self._docs[write.path] = (copy.deepcopy(write.doc.to_firestore()), update_time)
+                self.writes_by_path[write.path] += 1
             self.commits += 1
             self.writes += len(planned)
         return {write.path: Versioned(write.doc, update_time) for write in planned}
@@ -223,9 +298,15 @@ class FakeObjectStore:
         version = self._add(uri, data, content_type, None, if_generation=None, signature=signature)
         return StoredObject(uri, version.generation, len(data), None, signature)
 
-    def delete(self, uri: str) -> None:
+    def delete(self, uri: str, generation: int | None = None) -> None:
         with self._lock:
-            self._live.pop(uri, None)
+            live = self._live.get(uri)
+            if live is not None and generation in (None, live.generation):
+                del self._live[uri]
+
+    def uris_under(self, prefix_uri: str) -> list[str]:
+        with self._lock:
+            return sorted(uri for uri in self._live if uri.startswith(prefix_uri))
 
     def generations_written(self, uri: str) -> int:
         with self._lock:
@@ -319,11 +400,28 @@ class ScriptedLauncher:
     error: Exception | None = None
     launched: list[Assignment] = field(default_factory=list)
 
+    # What inspect() answers per execution name (RUNNING when not set), and what stop() was asked to stop.
+    executions: dict[str, ExecutionState] = field(default_factory=dict)
+    stopped: list[str] = field(default_factory=list)
+
+    # Launches it still has room for (None: no limit); past them it is busy, as a full local launcher is.
+    capacity: int | None = None
+
     def launch(self, assignment: Assignment) -> LaunchResult:
         if self.error is not None:
             raise self.error
+        if self.capacity is not None:
+            if self.capacity == 0:
+                raise LauncherBusy("no free slot")
+            self.capacity -= 1
         self.launched.append(assignment)
         return self.result
+
+    def inspect(self, execution_name: str) -> ExecutionState:
+        return self.executions.get(execution_name, ExecutionState(JobStatus.RUNNING))
+
+    def stop(self, execution_name: str) -> None:
+        self.stopped.append(execution_name)
 
 
 class ManualClock:

@@ -45,7 +45,7 @@ class IngestStage:
         callback_id = authentic_callback_id(path, received, secret) if received else None
         receipt = ctx.store.receipt(callback_id) if callback_id and known is None else None
         if callback_id and receipt is not None:
-            return self._replay(callback_id, receipt)
+            return self.replay(callback_id, receipt)
         run = (known and known.run) or ctx.store.run(path.run_id)
         attempt = (known and known.attempt) or ctx.store.attempt(path.run_id, path.attempt_id)
         if run is None or attempt is None:
@@ -73,7 +73,7 @@ class IngestStage:
             receipt = None if looked_up else ctx.store.receipt(output.callback_id)
             looked_up = False
             if receipt is not None:
-                return self._replay(output.callback_id, receipt)
+                return self.replay(output.callback_id, receipt)
             plan = plan_ingest(
                 event,
                 path,
@@ -140,7 +140,7 @@ class IngestStage:
         completed = pending.receipt.model_copy(update={"status": ReceiptStatus.COMPLETED})
         self.context.store.commit([Write(receipt_path(pending.callback_id), completed, "upsert")])
 
-    def _replay(self, callback_id: str, receipt: ReceiptDoc) -> Handled:
+    def replay(self, callback_id: str, receipt: ReceiptDoc) -> Handled:
         if receipt.status != ReceiptStatus.PROCESSING:
             return Handled(Outcome.DUPLICATE)
         # An earlier delivery committed the result and stopped before its effects: perform them again.

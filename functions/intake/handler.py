@@ -26,7 +26,7 @@ class IntakeStage:
         org_id = path.org if is_slug(path.org) else None
         found = ctx.store.submission_docs(run_id, org_id, path.workflow if is_slug(path.workflow) else None)
         if found.run is not None:
-            return self._replay(run_id, found.run.doc)
+            return self.replay(run_id, found.run.doc)
         org = found.org
         workflow = found.workflow if org is not None else None
         problem = intake_problem(path, event, org=org, workflow=workflow, settings=ctx.settings)
@@ -51,11 +51,11 @@ class IntakeStage:
         except Conflict:
             existing = ctx.store.run(run_id)
             assert existing is not None, "a run create can only conflict with an existing run"
-            return self._replay(run_id, existing.doc)
+            return self.replay(run_id, existing.doc)
         chained = ctx.perform(plan.effects, committed)
         return Handled(Outcome.REFUSED if problem else Outcome.CREATED, follow_up=chained)
 
-    def _replay(self, run_id: str, run: RunDoc) -> Handled:
+    def replay(self, run_id: str, run: RunDoc) -> Handled:
         # Once LAUNCH has claimed the first attempt, intake's effects are known to be done.
         if run.status != RunStatus.PENDING and run.workflow is not None:
             return Handled(Outcome.DUPLICATE)

@@ -112,6 +112,7 @@ def plan_intake(
                 name=workflow.name,
                 fail_policy=workflow.fail_policy,
                 steps=workflow.steps,
+                retention=workflow.retention,
             ),
             "current_step": 1,
         }

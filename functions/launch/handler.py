@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from pydantic import ValidationError
 
@@ -127,6 +128,11 @@ class LaunchStage:
             except LaunchRefused as exc:
                 self._refuse(path, claimed, str(exc))
                 return Handled(Outcome.FAILED, str(exc))
+            except LauncherBusy as exc:
+                # Queued, not redelivered: the platform's retries are few and fast, the tick's are not lost.
+                self._release(path, claimed, queued_at=ctx.clock())
+                log.info("%s: %s; queued for the maintenance tick", event.name, exc)
+                return Handled(Outcome.QUEUED, str(exc))
             self._record_execution(path, claimed, result)
             written = result.written_output
             if written is None:
@@ -146,12 +152,10 @@ class LaunchStage:
             raise LaunchRefused(f"no launcher {claimed.launcher!r} is configured in this deployment")
         try:
             return launcher.launch(assignment)
-        except (HandOff, LaunchRefused):
+        except (HandOff, LaunchRefused, LauncherBusy):
             raise
-        except Exception as exc:
+        except Exception:
             self._release(path, claimed)
-            if isinstance(exc, LauncherBusy):
-                log.warning("%s: %s; the event will be redelivered", assignment.envelope.context.attempt_id, exc)
             raise
 
     def _hand_off(self, path: StepObjectPath, claimed: AttemptDoc) -> AttemptDoc | None:
@@ -175,9 +179,13 @@ class LaunchStage:
 
         return self.context.commit_replanned(replan)
 
-    def _release(self, path: StepObjectPath, claimed: AttemptDoc) -> None:
+    def _release(self, path: StepObjectPath, claimed: AttemptDoc, queued_at: datetime | None = None) -> None:
         current = self.context.store.attempt(path.run_id, path.attempt_id)
-        release = plan_release(path.run_id, path.attempt_id, current=current, claimed=claimed) if current else None
+        release = (
+            plan_release(path.run_id, path.attempt_id, current=current, claimed=claimed, queued_at=queued_at)
+            if current
+            else None
+        )
         if release is not None:
             with contextlib.suppress(Conflict):
                 self.context.store.commit(release.writes)

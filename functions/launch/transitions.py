@@ -7,16 +7,15 @@ from datetime import datetime, timedelta
 from functions.common import (
     Plan,
     Problem,
-    StepOutcome,
-    after_step,
     dispatch_lease_expired,
+    end_attempt,
     lifecycle_event,
     run_write,
     step_doc,
     step_spec,
 )
 from schemas.changes import Effects, Versioned, Write, attempt_path, step_path
-from schemas.documents import AttemptDoc, Counts, RunDoc
+from schemas.documents import AttemptDoc, RunDoc
 from schemas.enums import AttemptState, ErrorCategory, JobStatus, LifecycleType, RunStatus, StepStatus
 from schemas.settings import Settings
 
@@ -58,6 +57,7 @@ def plan_launch(
             "input_generation": input_generation,
             "dispatched_at": now,
             "timeout_at": now + timedelta(seconds=current.timeout_seconds),
+            "dispatch_tries": current.dispatch_tries + 1,
         }
     )
     step = step_doc(spec, current.step, status=StepStatus.RUNNING, attempt_id=attempt_id, started_at=now)
@@ -90,33 +90,17 @@ def fail_launch(
     now: datetime,
 ) -> Plan:
     """The step could not be started at all: the attempt and the run end with a SYSTEM_ERROR saying why."""
-    current, doc = attempt.doc, run.doc
-    spec = step_spec(doc, current.step)
-    problem = Problem(ErrorCategory.SYSTEM_ERROR, f"step {current.step} '{spec.name}': {reason}")
-    failed = current.model_copy(
-        update={"state": AttemptState.FAILED, "input_generation": input_generation, "finished_at": now, "error": reason}
-    )
-    step = step_doc(spec, current.step, status=StepStatus.FAILED, attempt_id=attempt_id, ended_at=now, error=reason)
-    folded = after_step(
+    spec = step_spec(run.doc, attempt.doc.step)
+    return end_attempt(
         run_id,
-        doc.model_copy(update={"started_at": doc.started_at or now}),
-        StepOutcome(current.step, Counts(), problem, halt=True),
+        attempt_id,
+        run=run,
+        attempt=attempt,
+        problem=Problem(ErrorCategory.SYSTEM_ERROR, f"step {attempt.doc.step} '{spec.name}': {reason}"),
+        state=AttemptState.FAILED,
         now=now,
-        next_terms=None,
-    )
-    return Plan(
-        writes=[
-            Write(attempt_path(run_id, attempt_id), failed, "replace", attempt.update_time),
-            Write(step_path(run_id, current.step), step, "upsert"),
-            run_write(run_id, folded.run, run.update_time),
-            *folded.writes,
-        ],
-        effects=Effects(
-            events=[
-                lifecycle_event(LifecycleType.STEP_COMPLETED, run_id, folded.run, time=now, step=step),
-                lifecycle_event(LifecycleType.RUN_COMPLETED, run_id, folded.run, time=now),
-            ]
-        ),
+        reason=reason,
+        input_generation=input_generation,
     )
 
 
@@ -180,8 +164,16 @@ def plan_launch_refused(
     )
 
 
-def plan_release(run_id: str, attempt_id: str, *, current: Versioned[AttemptDoc], claimed: AttemptDoc) -> Plan | None:
-    """Undo this handler's own claim after its launch failed, so the redelivery can claim the attempt again.
+def plan_release(
+    run_id: str,
+    attempt_id: str,
+    *,
+    current: Versioned[AttemptDoc],
+    claimed: AttemptDoc,
+    queued_at: datetime | None = None,
+) -> Plan | None:
+    """Undo this handler's own claim after its launch failed, so the attempt can be claimed again: by the
+    redelivery the raise asks for, or (`queued_at`, the launcher was full) by the maintenance tick.
 
     None when the attempt moved on since (another claim, or an output already applied): nothing to undo.
     """
@@ -189,6 +181,15 @@ def plan_release(run_id: str, attempt_id: str, *, current: Versioned[AttemptDoc]
     if not still_claimed(doc, claimed):
         return None
     released = doc.model_copy(
-        update={"state": AttemptState.SCHEDULED, "dispatched_at": None, "timeout_at": None, "input_generation": None}
+        update={
+            "state": AttemptState.SCHEDULED,
+            "dispatched_at": None,
+            "timeout_at": None,
+            "input_generation": None,
+            # A claim that never started anything does not count against the attempt's tries.
+            "dispatch_tries": doc.dispatch_tries - 1,
+            # Queued again keeps its place: the tick launches queued attempts oldest first.
+            "queued_at": doc.queued_at or queued_at,
+        }
     )
     return Plan(writes=[Write(attempt_path(run_id, attempt_id), released, "replace", current.update_time)])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from jobs.runtime import Assignment, Written
 from schemas.enums import JobStatus
@@ -32,8 +32,21 @@ def job_overrides(assignment: Assignment) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class ExecutionState:
+    """What a launcher can tell of an execution it started (the executions and timeouts sweeps read it)."""
+
+    job_status: JobStatus
+    # Why it ended, in the platform's own words, when it ended without succeeding.
+    message: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.job_status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
 class LauncherBusy(Exception):
-    """No capacity right now; the event is redelivered later, so the platform's retry is the queue."""
+    """No capacity right now: LAUNCH leaves the attempt queued (SCHEDULED) and the maintenance tick launches it."""
 
 
 class LaunchRefused(Exception):
@@ -48,3 +61,16 @@ class Launcher(Protocol):
     name: str
 
     def launch(self, assignment: Assignment) -> LaunchResult: ...
+
+
+@runtime_checkable
+class ExecutionControl(Protocol):
+    """A launcher whose executions outlive the call that started them (local processes, Cloud Run jobs)."""
+
+    def inspect(self, execution_name: str) -> ExecutionState:
+        """The execution's state now; one that cannot be found any more is FAILED, saying so."""
+        ...
+
+    def stop(self, execution_name: str) -> None:
+        """Stop the execution and everything it started; nothing to do when it has ended already."""
+        ...

@@ -65,18 +65,22 @@ def test_a_redelivered_input_is_a_duplicate_and_launches_nothing_more() -> None:
     assert world.objects.generations_written(world.store.attempt(run_id, "01-1").doc.expected_output_uri) == 1
 
 
-def test_a_busy_launcher_releases_the_claim_so_the_redelivery_launches() -> None:
+def test_a_busy_launcher_leaves_the_attempt_queued_and_acknowledges() -> None:
     world = FakeWorld()
     run_id = scheduled(world, "fmu-basic", "model.fmu")
     world.job_launcher.error = LauncherBusy("2 local jobs are already running")
 
-    with pytest.raises(LauncherBusy):
-        world.pipeline.handle(world.input_event(run_id))
-    assert attempt_state(world, run_id) == AttemptState.SCHEDULED
+    assert world.pipeline.handle(world.input_event(run_id)) == Handled(
+        Outcome.QUEUED, "2 local jobs are already running"
+    )
+    attempt = world.store.attempt(run_id, attempt_id_for(1, 1)).doc
+    assert (attempt.state, attempt.queued_at, attempt.dispatch_tries) == (AttemptState.SCHEDULED, world.clock.now, 0)
 
+    # Whoever comes next (the tick, or a redelivery) claims it as any scheduled attempt.
     world.job_launcher.error = None
     assert world.pipeline.handle(world.input_event(run_id)) == LAUNCHED
-    assert attempt_state(world, run_id) == AttemptState.RUNNING
+    attempt = world.store.attempt(run_id, attempt_id_for(1, 1)).doc
+    assert (attempt.state, attempt.dispatch_tries) == (AttemptState.RUNNING, 1)
 
 
 def test_a_refused_launch_fails_the_step_and_the_run_saying_why() -> None:
