@@ -23,7 +23,9 @@ from store.ports import ObjectStore, RunReads, RunStore
 if TYPE_CHECKING:
     from google.cloud import firestore, pubsub_v1, run_v2, storage
 
+    from functions.operations import Operations
     from functions.pipeline import Pipeline
+    from functions.stage import StageContext
     from jobs.launchers.base import Launcher
 
 
@@ -149,15 +151,26 @@ class Services:
     # -- The pipeline --------------------------------------------------------------------------------------
 
     @cached_property
-    def pipeline(self) -> Pipeline:
-        from functions.pipeline import Pipeline
+    def stage_context(self) -> StageContext:
         from functions.stage import StageContext
 
-        context = StageContext(
+        return StageContext(
             settings=self.settings,
             store=self.run_store,
             objects=self.objects,
             publisher=self.publisher,
             launchers=self.launchers,
         )
-        return Pipeline.wired(context)
+
+    @cached_property
+    def pipeline(self) -> Pipeline:
+        from functions.pipeline import Pipeline
+
+        return Pipeline.wired(self.stage_context)
+
+    @cached_property
+    def operations(self) -> Operations:
+        """Cancel and re-run, on the same ports (and the same launchers, which stop jobs) as the pipeline."""
+        from functions.operations import Operations
+
+        return Operations(self.stage_context)

@@ -17,6 +17,7 @@ from bootstrap import Services
 from deploy.fmu_build import build_fmu
 from deploy.provision import DEMO_ORG
 from deploy.stack import LocalStack, Ports, PrerequisiteMissing, emulator_env, with_local_signing_secret
+from events.publish import publish_tick
 from schemas.documents import RunDoc
 from schemas.enums import RunStatus
 from schemas.paths import inbox_object, run_id_for
@@ -78,7 +79,12 @@ def up(
             for file, workflow in _demo_submissions(stack.log_dir.parent):
                 _upload(stack.services, file, DEMO_ORG, workflow)
         _print_ready(stack, settings, [w.slug for w in workflows])
+        next_tick = time.monotonic()
         while (failed := stack.supervisor.first_failure()) is None:
+            if time.monotonic() >= next_tick:
+                # What Cloud Scheduler does in production: the functions run the sweeps when it arrives.
+                publish_tick(stack.services.publisher_client, settings.project, settings.maintenance_topic)
+                next_tick = time.monotonic() + settings.tick_seconds
             time.sleep(0.5)
         click.echo(f"{failed.name} exited ({failed.process.returncode}); see {failed.log_path}. Stopping.", err=True)
         sys.exit(1)
@@ -143,7 +149,7 @@ def build_fmu_command(script: Path, out: Path) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--workflow", "-w", required=True, help="Workflow slug, e.g. json-basic.")
 @click.option("--org", default=DEMO_ORG, show_default=True)
-@click.option("--wait", is_flag=True, help="Follow the run; exit 0 SUCCEEDED, 1 FAILED, 2 otherwise.")
+@click.option("--wait", is_flag=True, help="Follow the run; exit 0 SUCCEEDED, 1 FAILED, 2 otherwise, 3 no verdict.")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds --wait waits for a verdict.")
 def submit(file: Path, workflow: str, org: str, wait: bool, timeout: float) -> None:
     """Upload FILE to inbox/ORG/WORKFLOW/ and print the run id."""
@@ -151,8 +157,12 @@ def submit(file: Path, workflow: str, org: str, wait: bool, timeout: float) -> N
     _use_local_emulators_by_default(services.settings)
     run_id = _upload(services, file, org, workflow)
     click.echo(run_id)
-    if not wait:
-        return
+    if wait:
+        _wait_for_verdict(services, run_id, timeout)
+
+
+def _wait_for_verdict(services: Services, run_id: str, timeout: float) -> None:
+    """Follow the run to its verdict; exit 0 SUCCEEDED, 1 FAILED, 2 canceled or timed out, 3 gave up waiting."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = services.run_reads.run(run_id)
@@ -161,7 +171,56 @@ def submit(file: Path, workflow: str, org: str, wait: bool, timeout: float) -> N
             sys.exit({RunStatus.SUCCEEDED: 0, RunStatus.FAILED: 1}.get(RunStatus(found.status), 2))
         time.sleep(0.2)
     click.echo(f"no verdict after {timeout:.0f}s (is the stack up?)", err=True)
-    sys.exit(2)
+    sys.exit(3)
+
+
+@main.command()
+@click.argument("run_id")
+def cancel(run_id: str) -> None:
+    """Cancel a run: its step is stopped, its job killed, the run ends CANCELED (exit 0; 2 if it cannot be)."""
+    from functions.operations import NotCancelable, RunNotFound
+
+    services = Services.from_environment()
+    _use_local_emulators_by_default(services.settings)
+    try:
+        run = services.operations.cancel(run_id)
+    except (RunNotFound, NotCancelable) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"{run.status}  {run_id}")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--wait", is_flag=True, help="Follow the new run; exit 0 SUCCEEDED, 1 FAILED, 2 otherwise, 3 no verdict.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds --wait waits for a verdict.")
+def rerun(run_id: str, wait: bool, timeout: float) -> None:
+    """Run a run's pinned submission again, as a new run linked to it (rerun_of); print the new run id."""
+    from functions.operations import NotRerunnable, RunNotFound
+
+    services = Services.from_environment()
+    _use_local_emulators_by_default(services.settings)
+    try:
+        new_run_id = services.operations.rerun(run_id)
+    except (RunNotFound, NotRerunnable) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(new_run_id)
+    if wait:
+        _wait_for_verdict(services, new_run_id, timeout)
+
+
+@main.command()
+@click.option("--once", is_flag=True, required=True, help="Run one tick now, in this process (the stack ticks itself).")
+def maintain(once: bool) -> None:
+    """Run the maintenance sweeps of one tick and print what each changed."""
+    services = Services(with_local_signing_secret(Settings(), SECRET_DIR))
+    _use_local_emulators_by_default(services.settings)
+    report = services.pipeline.tick()
+    for name, count in sorted(report.items()):
+        click.echo(f"{name}: {count}")
+    if not report:
+        click.echo("nothing to do")
 
 
 def _print_verdict(reads: RunReads, run_id: str, run: RunDoc, web_url: str) -> None:

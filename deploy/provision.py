@@ -19,15 +19,17 @@ from schemas.settings import Settings
 from store.ports import RunStore
 
 DEMO_ORG = "demo"
-# Redelivery is the retry: a handler that raised is tried again after a backoff, then dead-lettered. A full local
-# job launcher answers "busy" and counts on this, so there are enough attempts to wait out a queue of jobs.
+# Redelivery is the retry for transient faults (an emulator or API briefly away): a handler that raised is tried
+# again after a backoff, then dead-lettered. A full launcher does not raise: its attempt waits queued for the tick.
 MAX_DELIVERY_ATTEMPTS = 30
 ACK_DEADLINE_SECONDS = 60
+# A tick that failed is soon followed by the next one: a few tries, then the dead letter keeps it for operators.
+TICK_DELIVERY_ATTEMPTS = 5
 
 
-def push_endpoint(functions_url: str, settings: Settings) -> str:
+def push_endpoint(functions_url: str, settings: Settings, topic: str | None = None) -> str:
     # functions-framework reads the topic from the path when it turns a raw push into a CloudEvent.
-    return f"{functions_url}/projects/{settings.project}/topics/{settings.notifications_topic}"
+    return f"{functions_url}/projects/{settings.project}/topics/{topic or settings.notifications_topic}"
 
 
 def provision(services: Services, push_to: str | None) -> None:
@@ -36,7 +38,12 @@ def provision(services: Services, push_to: str | None) -> None:
     subscriber = services.subscriber_client
     topics = {
         name: publisher.topic_path(settings.project, name)
-        for name in (settings.notifications_topic, settings.run_events_topic, settings.dead_letter_topic)
+        for name in (
+            settings.notifications_topic,
+            settings.run_events_topic,
+            settings.dead_letter_topic,
+            settings.maintenance_topic,
+        )
     }
     for topic in topics.values():
         _ignore_exists(lambda topic=topic: publisher.create_topic(name=topic))
@@ -47,24 +54,23 @@ def provision(services: Services, push_to: str | None) -> None:
         )
     )
     if push_to is not None:
-        _ignore_exists(
-            lambda: subscriber.create_subscription(
-                request={
-                    "name": subscriber.subscription_path(settings.project, settings.pipeline_subscription),
-                    "topic": topics[settings.notifications_topic],
-                    "push_config": {"push_endpoint": push_to},
-                    "ack_deadline_seconds": ACK_DEADLINE_SECONDS,
-                    "dead_letter_policy": {
-                        "dead_letter_topic": dead_letter,
-                        "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
-                    },
-                    "retry_policy": {
-                        "minimum_backoff": duration_pb2.Duration(seconds=1),
-                        "maximum_backoff": duration_pb2.Duration(seconds=30),
-                    },
-                }
-            )
-        )
+        # The functions get the maintenance tick like any other event (Cloud Scheduler → Pub/Sub in production).
+        for subscription, topic, attempts in (
+            (settings.pipeline_subscription, settings.notifications_topic, MAX_DELIVERY_ATTEMPTS),
+            (settings.maintenance_subscription, settings.maintenance_topic, TICK_DELIVERY_ATTEMPTS),
+        ):
+            request = {
+                "name": subscriber.subscription_path(settings.project, subscription),
+                "topic": topics[topic],
+                "push_config": {"push_endpoint": push_to.replace(settings.notifications_topic, topic)},
+                "ack_deadline_seconds": ACK_DEADLINE_SECONDS,
+                "dead_letter_policy": {"dead_letter_topic": dead_letter, "max_delivery_attempts": attempts},
+                "retry_policy": {
+                    "minimum_backoff": duration_pb2.Duration(seconds=1),
+                    "maximum_backoff": duration_pb2.Duration(seconds=30),
+                },
+            }
+            _ignore_exists(lambda request=request: subscriber.create_subscription(request=request))
     for bucket in (settings.bucket, settings.inbox_bucket):
         _ignore_exists(lambda bucket=bucket: services.storage_client.create_bucket(bucket))
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from google.cloud import pubsub_v1
 
+from events.decode import TICK_ATTRIBUTE, TICK_VALUE
 from schemas.lifecycle import EVENT_SOURCE, LifecycleEvent
 
 PUBLISH_TIMEOUT_SECONDS = 30.0
@@ -55,3 +56,10 @@ class PubSubPublisher:
                 # A failed publish pauses its ordering key; resume it so the redelivery can publish again.
                 self._client.resume_publish(self._topic, event.data.run_id)
                 raise
+
+
+def publish_tick(client: pubsub_v1.PublisherClient, project: str, topic: str) -> None:
+    """One maintenance tick (DESIGN §13): what Cloud Scheduler publishes in production, every minute."""
+    client.publish(client.topic_path(project, topic), b"", **{TICK_ATTRIBUTE: TICK_VALUE}).result(
+        timeout=PUBLISH_TIMEOUT_SECONDS
+    )

@@ -284,7 +284,7 @@ def end_attempt(
     *,
     run: Versioned[RunDoc],
     attempt: Versioned[AttemptDoc],
-    problem: Problem,
+    problem: Problem | None,
     state: AttemptState,
     now: datetime,
     cancelled: bool = False,
@@ -293,10 +293,10 @@ def end_attempt(
 ) -> Plan:
     """An attempt ends without an output to apply (it could not start, timed out, its job died, the run was
     canceled): attempt, step and run end saying why, and the steps after it are skipped. `reason` is what the
-    attempt and step record (the run records the problem's message)."""
+    attempt and step record; the run records the problem (a cancel is none: the run is CANCELED, not in error)."""
     current, doc = attempt.doc, run.doc
     spec = step_spec(doc, current.step)
-    reason = reason or problem.message
+    reason = reason or (problem.message if problem else None)
     ended = current.model_copy(update={"state": state, "finished_at": now, "error": reason, **attempt_update})
     step_status = StepStatus.CANCELED if cancelled else StepStatus.FAILED
     step = step_doc(spec, current.step, status=step_status, attempt_id=attempt_id, ended_at=now, error=reason)

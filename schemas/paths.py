@@ -73,6 +73,10 @@ def step_doc_id(step_number: int) -> str:
     return f"{step_number:02d}"
 
 
+# On an inbox object: the run it re-runs (INTAKE links the new run when that run's submission has the same bytes).
+RERUN_OF_METADATA_KEY = "validibot-rerun-of"
+
+
 def inbox_object(org: str, workflow: str, filename: str) -> str:
     return f"inbox/{org}/{workflow}/{filename}"
 

@@ -111,6 +111,17 @@ class GcsObjectStore:
         blob = self._client.bucket(bucket).get_blob(name, generation=generation)
         return None if blob is None else _stored(uri, blob)
 
+    def copy_version(self, uri: str, generation: int, dest_uri: str, metadata: dict[str, str]) -> StoredObject:
+        source, dest = self._blob(uri, generation), self._blob(dest_uri)
+        dest.metadata = metadata
+        try:
+            token, _, _ = dest.rewrite(source)
+            while token is not None:  # large objects are copied in several calls
+                token, _, _ = dest.rewrite(source, token=token)
+        except gexc.NotFound as exc:
+            raise ObjectMissing(f"{uri} (generation {generation})") from exc
+        return _stored(dest_uri, dest)
+
     def delete(self, uri: str, generation: int | None = None) -> None:
         with contextlib.suppress(gexc.NotFound):
             self._blob(uri, generation).delete()

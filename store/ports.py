@@ -169,6 +169,11 @@ class ObjectStore(Protocol):
         """The live version (or exactly `generation`), None when there is no such version."""
         ...
 
+    def copy_version(self, uri: str, generation: int, dest_uri: str, metadata: dict[str, str]) -> StoredObject:
+        """Copy exactly `generation` of `uri` to a new version of `dest_uri` carrying `metadata` (a re-run's
+        upload to the inbox, which users overwrite as they please: not create-only)."""
+        ...
+
     def delete(self, uri: str, generation: int | None = None) -> None:
         """Delete the live version (or exactly `generation`); nothing to do when there is none (retention, which
         may run twice)."""

@@ -259,6 +259,7 @@ class _Version:
     content_type: str | None
     sha256: str | None
     signature: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 class FakeObjectStore:
@@ -304,9 +305,22 @@ class FakeObjectStore:
             if live is not None and generation in (None, live.generation):
                 del self._live[uri]
 
+    def copy_version(self, uri: str, generation: int, dest_uri: str, metadata: dict[str, str]) -> StoredObject:
+        source = self._version(uri, generation)
+        with self._lock:
+            version = _Version(source.data, next(self._generations), source.content_type, None, metadata=metadata)
+            self._versions.setdefault(dest_uri, []).append(version)
+            self._live[dest_uri] = version
+        return StoredObject(dest_uri, version.generation, len(source.data), None)
+
     def uris_under(self, prefix_uri: str) -> list[str]:
         with self._lock:
             return sorted(uri for uri in self._live if uri.startswith(prefix_uri))
+
+    def metadata(self, uri: str) -> dict[str, str]:
+        """The live version's custom metadata, as a finalize notification carries it."""
+        with self._lock:
+            return dict(self._live[uri].metadata)
 
     def generations_written(self, uri: str) -> int:
         with self._lock:
@@ -498,4 +512,10 @@ class FakeWorld(Driver):
         found = self.objects.stat(uri)
         assert found is not None, f"{uri} was not written"
         bucket, name = parse_gs_uri(uri)
-        return ObjectFinalized(bucket=bucket, name=name, generation=found.generation, size=found.size)
+        return ObjectFinalized(
+            bucket=bucket,
+            name=name,
+            generation=found.generation,
+            size=found.size,
+            metadata=self.objects.metadata(uri),
+        )

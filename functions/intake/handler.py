@@ -7,12 +7,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from functions.common import Problem
-from functions.intake.transitions import intake_problem, intake_replay, plan_intake, submission_limit
+from functions.intake.transitions import (
+    intake_problem,
+    intake_replay,
+    plan_intake,
+    rerun_link,
+    submission_limit,
+)
 from functions.stage import Handled, Known, Outcome, StageContext
 from schemas.documents import RunDoc, Submission
 from schemas.enums import ErrorCategory, RunStatus
 from schemas.objects import ObjectFinalized
-from schemas.paths import InboxPath, attempt_id_for, gs_uri, is_slug, run_id_for, submission_object
+from schemas.paths import (
+    RERUN_OF_METADATA_KEY,
+    InboxPath,
+    attempt_id_for,
+    gs_uri,
+    is_run_id,
+    is_slug,
+    run_id_for,
+    submission_object,
+)
 from store.ports import Conflict, ObjectConflict, ObjectMissing, ObjectTooLarge
 
 
@@ -45,6 +60,7 @@ class IntakeStage:
             callback_id=ctx.new_callback_id(),
             settings=ctx.settings,
             now=ctx.clock(),
+            rerun_of=self._rerun_of(event, path, submission),
         )
         try:
             committed = ctx.store.commit(plan.writes)
@@ -54,6 +70,13 @@ class IntakeStage:
             return self.replay(run_id, existing.doc)
         chained = ctx.perform(plan.effects, committed)
         return Handled(Outcome.REFUSED if problem else Outcome.CREATED, follow_up=chained)
+
+    def _rerun_of(self, event: ObjectFinalized, path: InboxPath, submission: Submission | None) -> str | None:
+        claimed = event.metadata.get(RERUN_OF_METADATA_KEY)
+        if claimed is None or submission is None or not is_run_id(claimed):
+            return None
+        original = self.context.store.run(claimed)
+        return rerun_link(event, path, submission, original.doc if original else None)
 
     def replay(self, run_id: str, run: RunDoc) -> Handled:
         # Once LAUNCH has claimed the first attempt, intake's effects are known to be done.

@@ -21,7 +21,7 @@ from schemas.documents import AttemptDoc, OrgDoc, RunDoc, Submission, WorkflowDo
 from schemas.enums import AttemptState, ErrorCategory, LifecycleType, RunStatus
 from schemas.lifecycle import LifecycleEvent
 from schemas.objects import ObjectFinalized
-from schemas.paths import InboxPath, UnsafeName, attempt_id_for, check_filename, gs_uri, is_slug
+from schemas.paths import RERUN_OF_METADATA_KEY, InboxPath, UnsafeName, attempt_id_for, check_filename, gs_uri, is_slug
 from schemas.settings import Settings
 
 
@@ -81,9 +81,11 @@ def plan_intake(
     callback_id: str,
     settings: Settings,
     now: datetime,
+    rerun_of: str | None = None,
 ) -> Plan:
     """A new run: refused at once (one FAILED run document), or created with its steps and first attempt."""
     run = RunDoc(
+        rerun_of=rerun_of,
         org=path.org,
         org_name=org.name if org else path.org,
         workflow=None,
@@ -146,3 +148,15 @@ def intake_replay(run_id: str, run: RunDoc, first_attempt: AttemptDoc | None) ->
     if first_attempt is not None and first_attempt.state == AttemptState.SCHEDULED:
         objects.append(input_object(run_id, run, ScheduledAttempt(attempt_id_for(1, 1), first_attempt)))
     return Effects(events=intake_events(run_id, run), objects=objects)
+
+
+def rerun_link(
+    event: ObjectFinalized, path: InboxPath, submission: Submission | None, original: RunDoc | None
+) -> str | None:
+    """The run this upload says it re-runs, believed only when that run is of the same org and its submission
+    has the same bytes: the inbox is writable by users, so the claim alone proves nothing."""
+    claimed = event.metadata.get(RERUN_OF_METADATA_KEY)
+    if claimed is None or submission is None or original is None or original.submission is None:
+        return None
+    same = original.org == path.org and original.submission.sha256 == submission.sha256
+    return claimed if same else None

@@ -1,0 +1,99 @@
+"""What people and programs ask of a run besides submitting it: cancel it, re-run it (DESIGN §13). The CLI calls
+these now; the REST API will call the same ones. Both are transitions like any other: a cancel is a commit on the
+update times it read, so it races safely with INGEST and the tick; a re-run is an upload, so INTAKE makes it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from functions.common import Plan, end_attempt
+from functions.stage import StageContext
+from jobs.launchers.base import ExecutionControl
+from schemas.documents import AttemptDoc, RunDoc
+from schemas.enums import AttemptState, RunStatus
+from schemas.paths import RERUN_OF_METADATA_KEY, gs_uri, inbox_object, is_run_id, run_id_for
+
+log = logging.getLogger("validibot.operations")
+
+CANCEL_REASON = "canceled on request"
+
+
+class RunNotFound(LookupError):
+    pass
+
+
+class NotCancelable(ValueError):
+    """The run has ended already (its verdict stands)."""
+
+
+class NotRerunnable(ValueError):
+    """The run has no stored submission to run again (it was refused at intake, or retention deleted it)."""
+
+
+@dataclass(frozen=True)
+class Operations:
+    context: StageContext
+
+    def _run(self, run_id: str) -> RunDoc:
+        found = self.context.store.run(run_id) if is_run_id(run_id) else None
+        if found is None:
+            raise RunNotFound(f"no run {run_id}")
+        return found.doc
+
+    def cancel(self, run_id: str) -> RunDoc:
+        """End the run CANCELED: its running step CANCELED, the rest SKIPPED, its job stopped; a job's output that
+        still comes is recorded as late and not applied. Returns the canceled run."""
+        ctx = self.context
+        canceled: dict[str, AttemptDoc] = {}
+
+        def decide() -> Plan | None:
+            run = ctx.store.run(run_id)
+            if run is None:
+                raise RunNotFound(f"no run {run_id}")
+            if RunStatus(run.doc.status).is_terminal:
+                raise NotCancelable(f"run {run_id} has ended already: {run.doc.status}")
+            step = ctx.store.step(run_id, run.doc.current_step or 1)
+            attempt = ctx.store.attempt(run_id, step.attempt_id) if step and step.attempt_id else None
+            if step is None or step.attempt_id is None or attempt is None:
+                raise RunNotFound(f"run {run_id} has no attempt to cancel")
+            canceled["attempt"] = attempt.doc
+            return end_attempt(
+                run_id,
+                step.attempt_id,
+                run=run,
+                attempt=attempt,
+                problem=None,
+                state=AttemptState.FAILED,
+                now=ctx.clock(),
+                cancelled=True,
+                reason=CANCEL_REASON,
+            )
+
+        plan = ctx.commit_replanned(decide)
+        if plan is None:
+            raise RuntimeError(f"run {run_id} kept changing while it was canceled; try again")
+        ctx.perform(plan.effects)
+        attempt = canceled["attempt"]
+        launcher = ctx.launchers.get(attempt.launcher)
+        if attempt.execution_name and isinstance(launcher, ExecutionControl):
+            launcher.stop(attempt.execution_name)
+        log.info("run %s canceled", run_id)
+        return self._run(run_id)
+
+    def rerun(self, run_id: str) -> str:
+        """Upload the run's pinned submission again to its workflow's inbox folder, marked as a re-run of it, so
+        INTAKE makes the new run as it makes every run; returns the new run's id."""
+        run = self._run(run_id)
+        submission = run.submission
+        if submission is None or run.purged_at is not None:
+            raise NotRerunnable(f"run {run_id} has no stored submission to run again")
+        settings = self.context.settings
+        name = inbox_object(run.org, run.workflow_slug, submission.name)
+        stored = self.context.objects.copy_version(
+            submission.uri,
+            submission.generation,
+            gs_uri(settings.inbox_bucket, name),
+            metadata={RERUN_OF_METADATA_KEY: run_id},
+        )
+        return run_id_for(settings.inbox_bucket, name, stored.generation)
