@@ -17,7 +17,6 @@ from bootstrap import Services
 from deploy.fmu_build import build_fmu
 from deploy.provision import DEMO_ORG
 from deploy.stack import LocalStack, Ports, PrerequisiteMissing, emulator_env, with_local_signing_secret
-from events.publish import publish_tick
 from schemas.documents import RunDoc
 from schemas.enums import RunStatus
 from schemas.paths import inbox_object, run_id_for
@@ -78,13 +77,9 @@ def up(
         if demo:
             for file, workflow in _demo_submissions(stack.log_dir.parent):
                 _upload(stack.services, file, DEMO_ORG, workflow)
+        stack.start_ticker()
         _print_ready(stack, settings, [w.slug for w in workflows])
-        next_tick = time.monotonic()
         while (failed := stack.supervisor.first_failure()) is None:
-            if time.monotonic() >= next_tick:
-                # What Cloud Scheduler does in production: the functions run the sweeps when it arrives.
-                publish_tick(stack.services.publisher_client, settings.project, settings.maintenance_topic)
-                next_tick = time.monotonic() + settings.tick_seconds
             time.sleep(0.5)
         click.echo(f"{failed.name} exited ({failed.process.returncode}); see {failed.log_path}. Stopping.", err=True)
         sys.exit(1)

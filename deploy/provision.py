@@ -32,7 +32,8 @@ def push_endpoint(functions_url: str, settings: Settings, topic: str | None = No
     return f"{functions_url}/projects/{settings.project}/topics/{topic or settings.notifications_topic}"
 
 
-def provision(services: Services, push_to: str | None) -> None:
+def provision(services: Services, functions_url: str | None) -> None:
+    """Topics, buckets and, given the functions' URL, the push subscriptions that feed them."""
     settings = services.settings
     publisher = services.publisher_client
     subscriber = services.subscriber_client
@@ -53,7 +54,7 @@ def provision(services: Services, push_to: str | None) -> None:
             name=subscriber.subscription_path(settings.project, settings.dead_letter_topic), topic=dead_letter
         )
     )
-    if push_to is not None:
+    if functions_url is not None:
         # The functions get the maintenance tick like any other event (Cloud Scheduler → Pub/Sub in production).
         for subscription, topic, attempts in (
             (settings.pipeline_subscription, settings.notifications_topic, MAX_DELIVERY_ATTEMPTS),
@@ -62,7 +63,7 @@ def provision(services: Services, push_to: str | None) -> None:
             request = {
                 "name": subscriber.subscription_path(settings.project, subscription),
                 "topic": topics[topic],
-                "push_config": {"push_endpoint": push_to.replace(settings.notifications_topic, topic)},
+                "push_config": {"push_endpoint": push_endpoint(functions_url, settings, topic)},
                 "ack_deadline_seconds": ACK_DEADLINE_SECONDS,
                 "dead_letter_policy": {"dead_letter_topic": dead_letter, "max_delivery_attempts": attempts},
                 "retry_policy": {

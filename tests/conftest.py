@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 
 from deploy.fmu_build import build_fmu
 from deploy.stack import LocalStack, Ports
+from jobs.launchers.processes import process_stats
 from schemas.settings import Settings
 from tests.support import FMU_SCRIPTS, TEST_PROJECT, TEST_SIGNING_SECRET
 
@@ -21,13 +24,16 @@ def _start(tmp_path_factory: pytest.TempPathFactory, name: str, full: bool) -> I
         inbox_bucket=f"validibot-{name}-inbox",
         signing_secret=TEST_SIGNING_SECRET,
         # Integration tests deliver each event themselves (the chain's own tests turn it on); the whole stack
-        # runs as users get it.
+        # runs as users get it, ticking (more often than `validibot up`, so the tests wait less).
         inline_chain=full,
+        tick_seconds=2,
     )
     stack = LocalStack(Ports.free(), settings, tmp_path_factory.mktemp(f"{name}-logs"))
     saved = {k: os.environ.get(k) for k in stack.env}
     try:
         stack.start(functions=full, web=full)
+        if full:
+            stack.start_ticker()
         yield stack
     finally:
         stack.stop()
@@ -36,6 +42,25 @@ def _start(tmp_path_factory: pytest.TempPathFactory, name: str, full: bool) -> I
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_job_outlives_the_session() -> Iterator[None]:
+    """Jobs outlive whoever launched them, as Cloud Run jobs do; those the tests launched from this process (not
+    from a stack's functions, which its stop ends) are stopped here, so a failed test leaves no job running."""
+    yield
+    session = os.getsid(0)
+    for process in process_stats():
+        if process.session == session and process.pgid == process.pid != os.getpid() and _is_job(process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def _is_job(pid: int) -> bool:
+    try:
+        return b"jobs.run" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="session")

@@ -263,16 +263,15 @@ class Harness(Driver):
 # -- The whole local stack, driven as a user does (e2e) --------------------------------------------------------
 
 
+def cli(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
+    """`validibot ARGS...`, as a user runs it against this stack."""
+    env = {**os.environ, **stack.env, **stack.settings_env(), "VALIDIBOT_WEB_URL": stack.web_url}
+    return subprocess.run([str(VALIDIBOT), *args], env=env, capture_output=True, text=True, timeout=180)
+
+
 def cli_submit(stack: LocalStack, file: Path, workflow: str = "json-basic") -> subprocess.CompletedProcess[str]:
     """`validibot submit FILE --workflow WORKFLOW --wait`, as a user runs it against this stack."""
-    env = {**os.environ, **stack.env, **stack.settings_env(), "VALIDIBOT_WEB_URL": stack.web_url}
-    return subprocess.run(
-        [str(VALIDIBOT), "submit", str(file), "--workflow", workflow, "--wait", "--timeout", "120"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return cli(stack, "submit", str(file), "--workflow", workflow, "--wait", "--timeout", "120")
 
 
 def page(url: str) -> str:

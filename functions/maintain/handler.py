@@ -113,6 +113,10 @@ class MaintainStage:
         for found in self.context.store.attempts_in(
             AttemptState.DISPATCHING, "dispatched_at", before=cutoff, limit=self._batch
         ):
+            # An inline run that wrote its verdict before its function was lost: ingest it, do not run it again.
+            if self._redeliver(found.doc.expected_output_uri) is not None:
+                report["outputs ingested"] += 1
+                continue
             loaded = self._attempt_and_run(found)
             if loaded is None:
                 continue

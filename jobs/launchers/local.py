@@ -1,9 +1,13 @@
 """Run a job validator as a local process: `python -m jobs.run`, the same entry point a Cloud Run Job runs.
 
-Each job gets its own process group (so a timeout kills EnergyPlus and anything else it started), the
-environment a Cloud Run Job execution would get, and a watcher thread in this process. Whatever the job could
-not report itself (it was killed, it crashed before writing, it ran out of time) the watcher reports as a
-failed_runtime output.json, written create-only, so a job that did finish always wins.
+Each job leads its own process group (so a timeout or a stop kills EnergyPlus and anything else it started) inside
+this process's session, gets the environment a Cloud Run Job execution would get, and a watcher thread in this
+process. Whatever the job could not report itself (it was killed, it crashed before writing, it ran out of time)
+the watcher reports as a failed_runtime output.json, written create-only, so a job that did finish always wins.
+
+Like a Cloud Run job, a local job outlives the function process that started it: its execution name,
+`local/{pid}@{start}`, lets any later process (a maintenance sweep after a restart) inspect and stop it, and the
+local stack, which adopts the jobs of a functions process that died, stops them all when it stops.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import sys
 import threading
 from datetime import UTC, datetime
 
-from jobs.launchers.base import LauncherBusy, LaunchResult, job_overrides
+from jobs.launchers.base import ExecutionState, LauncherBusy, LaunchResult, job_overrides
+from jobs.launchers.processes import ProcessStat, process_stat
 from jobs.runtime import Assignment, output_taken, report_failure
 from jobs.validators.base import ValidationResult
 from schemas.enums import JobStatus
@@ -40,6 +45,25 @@ def job_environment(assignment: Assignment, job_name: str, base: dict[str, str])
         "CLOUD_RUN_TASK_INDEX": "0",
         "CLOUD_RUN_TASK_COUNT": "1",
     }
+
+
+def execution_name_for(job: ProcessStat) -> str:
+    return f"{EXECUTION_PREFIX}{job.pid}@{job.start}"
+
+
+def parse_execution_name(name: str) -> tuple[int, int]:
+    """The pid and start time (clock ticks after boot) a local execution name records."""
+    pid, separator, start = name.removeprefix(EXECUTION_PREFIX).partition("@")
+    if not (name.startswith(EXECUTION_PREFIX) and separator and pid.isdigit() and start.isdigit()):
+        raise ValueError(f"{name!r} is not a local execution name ({EXECUTION_PREFIX}{{pid}}@{{start}})")
+    return int(pid), int(start)
+
+
+def find_job(name: str) -> ProcessStat | None:
+    """The job process `name` records, zombie or not; None once it is gone, whoever holds its pid now."""
+    pid, start = parse_execution_name(name)
+    process = process_stat(pid)
+    return process if process is not None and process.start == start else None
 
 
 def describe_exit(returncode: int) -> str:
@@ -66,17 +90,41 @@ class LocalProcessLauncher:
     def launch(self, assignment: Assignment) -> LaunchResult:
         envelope = assignment.envelope
         job_name = self._settings.cloudrun_job_prefix + envelope.validator.type
-        base = {**os.environ, **self._settings.as_environment(), "VALIDIBOT_PARENT_PID": str(os.getpid())}
-        env = job_environment(assignment, job_name, base)
+        env = job_environment(assignment, job_name, {**os.environ, **self._settings.as_environment()})
         with self._lock:
             limit = self._settings.local_max_concurrent_jobs
             if len(self._running) >= limit:
                 raise LauncherBusy(f"{limit} local jobs are already running (VALIDIBOT_LOCAL_MAX_CONCURRENT_JOBS)")
-            process = subprocess.Popen([sys.executable, "-m", "jobs.run"], env=env, start_new_session=True)
+            # A group of its own, but this process's session: the local stack recognises its functions' jobs by
+            # session, the adopted ones included (deploy/stack.py). A Cloud Run job has no stdin either.
+            process = subprocess.Popen(
+                [sys.executable, "-m", "jobs.run"], env=env, stdin=subprocess.DEVNULL, process_group=0
+            )
             self._running[process.pid] = process
+        # Read before the watcher starts: until it reaps the job, /proc keeps the job's entry.
+        job = process_stat(process.pid)
+        assert job is not None
         threading.Thread(target=self._watch, args=(process, assignment), name=f"job-{process.pid}", daemon=True).start()
         log.info("started %s for run %s as process group %s", job_name, envelope.run_id, process.pid)
-        return LaunchResult(execution_name=f"{EXECUTION_PREFIX}{process.pid}", job_status=JobStatus.RUNNING)
+        return LaunchResult(execution_name=execution_name_for(job), job_status=JobStatus.RUNNING)
+
+    def inspect(self, execution_name: str) -> ExecutionState:
+        """RUNNING while the job process lives; FAILED once it has ended, whether or not it wrote its verdict
+        (the sweeps look for output.json first)."""
+        job = find_job(execution_name)
+        if job is not None and job.alive:
+            return ExecutionState(JobStatus.RUNNING)
+        pid, _ = parse_execution_name(execution_name)
+        return ExecutionState(JobStatus.FAILED, f"the local job process {pid} ended without writing a result")
+
+    def stop(self, execution_name: str) -> None:
+        """Kill the job's process group, engines included; nothing to do once the job is gone."""
+        job = find_job(execution_name)
+        if job is None:
+            return
+        # The job leads its group, and even as a zombie it keeps the group's id from being reused.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(job.pid, signal.SIGKILL)
 
     def _watch(self, process: subprocess.Popen[bytes], assignment: Assignment) -> None:
         envelope = assignment.envelope

@@ -1,4 +1,5 @@
-"""What can go wrong around a job: killed, hung, started twice, inputs changed under it, no capacity left."""
+"""What can go wrong around a job: killed, hung, started twice, inputs changed under it, no capacity left, its
+function process gone, the stack stopped under it."""
 
 from __future__ import annotations
 
@@ -7,27 +8,32 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bootstrap import Services
+from deploy.stack import Supervisor, adopt_orphans
 from functions.pipeline import Pipeline
-from jobs.launchers.base import LauncherBusy
-from jobs.launchers.local import EXECUTION_PREFIX, LocalProcessLauncher, job_environment
+from functions.stage import Handled, Outcome
+from jobs.launchers.base import ExecutionState
+from jobs.launchers.local import EXECUTION_PREFIX, LocalProcessLauncher, job_environment, parse_execution_name
+from jobs.launchers.processes import process_stat, process_stats
 from jobs.runtime import Assignment
 from schemas.documents import StepSpec
-from schemas.enums import AttemptState, ErrorCategory, RunStatus
+from schemas.enums import AttemptState, ErrorCategory, JobStatus, RunStatus
 from schemas.envelopes import InputEnvelope, OutputEnvelope, sha256_hex
 from schemas.paths import attempt_id_for, parse_gs_uri
+from schemas.signing import SIGNING_KEY_ENV
 from tests.support import APPLIED, CREATED, LAUNCHED, Harness
 
 pytestmark = pytest.mark.integration
 
 
-def slow_workflow(harness: Harness, timeout_seconds: int = 120) -> str:
+def slow_workflow(harness: Harness, timeout_seconds: int = 120, steps: int = 1000) -> str:
     """SlowRoom sleeps 0.1 s a step: 1000 steps keep its job busy for about 100 s unless stopped."""
-    config = {"stop_time": 1000, "step_size": 1, "output_variables": ["room_temperature"]}
+    config = {"stop_time": steps, "step_size": 1, "output_variables": ["room_temperature"]}
     step = StepSpec(key="slow", name="Slow", validator="fmu", config=config, timeout_seconds=timeout_seconds)
     return harness.add_workflow([step])
 
@@ -39,24 +45,32 @@ def with_local_launcher(harness: Harness, **settings: object) -> tuple[Pipeline,
     return harness.rewired(launchers=launchers), launcher
 
 
-def launched_group(harness: Harness, run_id: str) -> int:
+def launched_execution(harness: Harness, run_id: str) -> str:
     attempt = harness.store.attempt(run_id, attempt_id_for(1, 1)).doc
     assert attempt.state == AttemptState.RUNNING
     assert attempt.execution_name is not None
-    return int(attempt.execution_name.removeprefix(EXECUTION_PREFIX))
+    assert attempt.execution_name.startswith(EXECUTION_PREFIX)
+    return attempt.execution_name
+
+
+def launched_group(harness: Harness, run_id: str) -> int:
+    """The job's pid, which is its process group's id: it leads its group."""
+    pid, _start = parse_execution_name(launched_execution(harness, run_id))
+    return pid
 
 
 def group_is_gone(pgid: int) -> bool:
-    """No live process is left in the group. A killed grandchild (the engine's sandbox) is reparented to PID 1 and
-    may linger as a zombie until PID 1 reaps it: dead, holding nothing, so it does not count."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
-        except OSError:
-            continue
-        if int(group) == pgid and state != "Z":
-            return False
-    return True
+    """No live process is left in the group. A killed grandchild (the engine's sandbox) is re-parented to this test
+    process (a subreaper: it runs a stack) and lingers as a zombie until its reaper collects it: dead, holding
+    nothing, so it does not count."""
+    return all(process.pgid != pgid or not process.alive for process in process_stats())
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return condition()
 
 
 def start(harness: Harness, pipeline: Pipeline, data: bytes, workflow: str) -> str:
@@ -232,7 +246,7 @@ def test_input_bytes_that_differ_from_the_envelope_are_refused_before_the_valida
     assert message.text == f"an input file changed after the run was created: {expected}"
 
 
-def test_full_launcher_answers_busy_and_the_redelivered_event_completes_the_run(
+def test_full_launcher_leaves_the_attempt_queued_and_a_later_launch_completes_the_run(
     harness: Harness, fmus: dict[str, Path]
 ) -> None:
     pipeline, launcher = with_local_launcher(harness, local_max_concurrent_jobs=1)
@@ -241,41 +255,185 @@ def test_full_launcher_answers_busy_and_the_redelivered_event_completes_the_run(
     assert pipeline.handle(event) == CREATED
     input_event = harness.input_event(run_id)
 
-    with pytest.raises(LauncherBusy, match="1 local jobs are already running"):
-        pipeline.handle(input_event)
-    assert harness.store.attempt(run_id, attempt_id_for(1, 1)).doc.state == AttemptState.SCHEDULED
+    # Acknowledged, not raised: the platform would retry a raise a few times within seconds and then drop it.
+    assert pipeline.handle(input_event) == Handled(
+        Outcome.QUEUED, "1 local jobs are already running (VALIDIBOT_LOCAL_MAX_CONCURRENT_JOBS)"
+    )
+    queued = harness.store.attempt(run_id, attempt_id_for(1, 1)).doc
+    assert (queued.state, queued.queued_at is not None) == (AttemptState.SCHEDULED, True)
 
     os.killpg(launched_group(harness, blocker), signal.SIGKILL)  # the slot frees when that job ends
     deadline = time.monotonic() + 30
     while launcher.running() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert pipeline.handle(input_event) == LAUNCHED  # the platform's redelivery of the same event
+    assert pipeline.handle(input_event) == LAUNCHED  # as the tick's queue sweep hands it to LAUNCH
     assert pipeline.handle(harness.wait_for_output(run_id)) == APPLIED
     assert harness.store.run(run_id).doc.status == RunStatus.SUCCEEDED
 
 
-PARENT = """
-import os, subprocess, sys, time
-env = dict(os.environ, VALIDIBOT_PARENT_PID=str(os.getpid()))
-job = subprocess.Popen([sys.executable, "-m", "jobs.run"], env=env, start_new_session=True)
-print(job.pid, flush=True)
-time.sleep(120)
+FUNCTION_PROCESS = """
+import os, sys, time
+from pathlib import Path
+from bootstrap import Services
+from jobs.launchers.local import LocalProcessLauncher
+from jobs.runtime import Assignment
+from schemas.envelopes import InputEnvelope, sha256_hex
+from schemas.signing import SIGNING_KEY_ENV
+
+envelope, announced = Path(sys.argv[1]), Path(sys.argv[2])
+data = envelope.read_bytes()
+services = Services.from_environment()
+launcher = LocalProcessLauncher(services.objects, services.settings)
+assignment = Assignment(InputEnvelope.model_validate_json(data), sha256_hex(data), os.environ[SIGNING_KEY_ENV])
+result = launcher.launch(assignment)
+announced.with_suffix(".partial").write_text(result.execution_name)
+announced.with_suffix(".partial").replace(announced)
+time.sleep(600)
 """
 
 
-def test_a_local_job_does_not_outlive_the_process_that_started_it(harness: Harness, fmus: dict[str, Path]) -> None:
-    event, run_id = harness.submit(fmus["SlowRoom"].read_bytes(), slow_workflow(harness), "model.fmu")
+def function_process(harness: Harness, run_id: str, folder: Path) -> tuple[list[str], dict[str, str], Path]:
+    """A stand-in for the functions server: a process that launches the attempt's job with the local launcher, writes
+    the execution name to the returned file, and then idles. Returns its argv, its environment and that file."""
+    attempt = harness.store.attempt(run_id, attempt_id_for(1, 1)).doc
+    folder.mkdir(parents=True, exist_ok=True)
+    envelope = folder / "input.json"
+    envelope.write_bytes(harness.bucket.blob(parse_gs_uri(attempt.input_uri)[1]).download_as_bytes())
+    announced = folder / "execution-name"
+    env = {**os.environ, **harness.settings.as_environment(), SIGNING_KEY_ENV: harness.attempt_key(run_id)}
+    return [sys.executable, "-c", FUNCTION_PROCESS, str(envelope), str(announced)], env, announced
+
+
+def submit_slow(harness: Harness, fmus: dict[str, Path], steps: int = 1000) -> str:
+    event, run_id = harness.submit(fmus["SlowRoom"].read_bytes(), slow_workflow(harness, steps=steps), "model.fmu")
     assert harness.pipeline.handle(event) == CREATED
-    _, env = job_command(harness, run_id)
-    parent = subprocess.Popen([sys.executable, "-c", PARENT], env=env, stdout=subprocess.PIPE, text=True)
-    job_group = int(parent.stdout.readline())
-    time.sleep(2)  # the job is simulating
-    assert not group_is_gone(job_group)
+    return run_id
 
-    parent.kill()  # as if the function's process crashed
-    parent.wait()
-    deadline = time.monotonic() + 10
-    while not group_is_gone(job_group) and time.monotonic() < deadline:
-        time.sleep(0.1)
 
-    assert group_is_gone(job_group)
+def group_exists(pgid: int) -> bool:
+    """Any process in the group, zombies included: a zombie still holds the group's id."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_local_job_outlives_the_function_process_that_started_it(
+    harness: Harness, fmus: dict[str, Path], tmp_path: Path
+) -> None:
+    adopt_orphans()  # as the process running the local stack is
+    run_id = submit_slow(harness, fmus, steps=50)
+    argv, env, announced = function_process(harness, run_id, tmp_path)
+    function = subprocess.Popen(argv, env=env, start_new_session=True)
+    assert wait_until(announced.exists)
+    execution = announced.read_text()
+    job_pid, _ = parse_execution_name(execution)
+    # Another process (a maintenance sweep, a restarted function) finds the job by its execution name.
+    launcher = LocalProcessLauncher(harness.objects_port, harness.settings)
+    assert launcher.inspect(execution) == ExecutionState(JobStatus.RUNNING)
+
+    function.kill()  # as if the functions server crashed
+    function.wait()
+
+    job = process_stat(job_pid)
+    assert job is not None
+    assert job.ppid == os.getpid()  # adopted by the process running the stack, not by init
+    harness.wait_for_signed_output(run_id)  # the job finished its work and signed its verdict
+    output_uri = harness.store.attempt(run_id, attempt_id_for(1, 1)).doc.expected_output_uri
+    output = OutputEnvelope.model_validate_json(harness.bucket.blob(parse_gs_uri(output_uri)[1]).download_as_bytes())
+    assert output.status == "success"
+    # Its exit status was collected: no zombie is left behind, so nothing holds its pid or its group.
+    assert wait_until(lambda: not group_exists(job_pid))
+    assert launcher.inspect(execution).job_status == JobStatus.FAILED  # gone: the sweeps look for output.json first
+
+
+def test_inspect_reports_a_job_running_and_then_failed_once_it_ended_without_output(
+    harness: Harness, fmus: dict[str, Path]
+) -> None:
+    pipeline, launcher = with_local_launcher(harness)
+    run_id = start(harness, pipeline, fmus["SlowRoom"].read_bytes(), slow_workflow(harness))
+    execution = launched_execution(harness, run_id)
+    job_pid, _ = parse_execution_name(execution)
+    assert launcher.inspect(execution) == ExecutionState(JobStatus.RUNNING)
+
+    os.kill(job_pid, signal.SIGKILL)  # the job dies before it writes anything
+    assert wait_until(lambda: launcher.running() == [])
+
+    assert launcher.inspect(execution) == ExecutionState(
+        JobStatus.FAILED, f"the local job process {job_pid} ended without writing a result"
+    )
+    assert pipeline.handle(harness.wait_for_output(run_id)) == APPLIED  # the watcher's report ends the run
+    assert harness.store.run(run_id).doc.status == RunStatus.FAILED
+
+
+def test_inspect_and_stop_never_take_another_process_for_an_ended_job(harness: Harness) -> None:
+    launcher = LocalProcessLauncher(harness.objects_port, harness.settings)
+    ended = subprocess.Popen(["true"])
+    ended_stat = process_stat(ended.pid)
+    assert ended_stat is not None
+    ended.wait()
+    bystander = subprocess.Popen(["sleep", "60"], process_group=0)
+    bystander_stat = process_stat(bystander.pid)
+    assert bystander_stat is not None
+    # The bystander's pid, as if it had been reused since a job with that pid ended: its start time differs.
+    reused = f"{EXECUTION_PREFIX}{bystander.pid}@{bystander_stat.start - 1}"
+    gone = f"{EXECUTION_PREFIX}{ended.pid}@{ended_stat.start}"
+
+    try:
+        for execution, pid in ((reused, bystander.pid), (gone, ended.pid)):
+            assert launcher.inspect(execution) == ExecutionState(
+                JobStatus.FAILED, f"the local job process {pid} ended without writing a result"
+            )
+            launcher.stop(execution)
+        assert bystander.poll() is None  # not taken for the job, so not killed
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_stop_kills_the_jobs_whole_process_group_and_may_be_repeated(harness: Harness, fmus: dict[str, Path]) -> None:
+    pipeline, launcher = with_local_launcher(harness)
+    run_id = start(harness, pipeline, fmus["SlowRoom"].read_bytes(), slow_workflow(harness))
+    execution = launched_execution(harness, run_id)
+    pgid, _ = parse_execution_name(execution)
+    # The job and its simulation engine are both running.
+    assert wait_until(lambda: sum(p.pgid == pgid and p.alive for p in process_stats()) > 1)
+
+    launcher.stop(execution)
+
+    assert wait_until(lambda: not group_exists(pgid))
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)
+    launcher.stop(execution)  # again: the job is gone, nothing to do
+    assert launcher.inspect(execution).job_status == JobStatus.FAILED
+    assert pipeline.handle(harness.wait_for_output(run_id)) == APPLIED
+    assert harness.store.run(run_id).doc.error == (
+        "step 1 'Slow' could not run: the validation job was killed (SIGKILL) before it wrote a result"
+    )
+
+
+def test_stopping_the_stack_stops_its_jobs_the_adopted_ones_included(
+    harness: Harness, fmus: dict[str, Path], tmp_path: Path
+) -> None:
+    supervisor = Supervisor(tmp_path / "logs")
+    job_groups = []
+    for name in ("functions", "functions-2"):
+        argv, env, announced = function_process(harness, submit_slow(harness, fmus), tmp_path / name)
+        supervisor.start(name, argv, env)
+        assert wait_until(announced.exists)
+        job_groups.append(parse_execution_name(announced.read_text())[0])
+    crashed, running = (child.process for child in supervisor.children)
+    sessions = {crashed.pid, running.pid}
+    crashed.kill()  # the first functions process crashes; its job runs on
+    crashed.wait()
+    parents = [stat.ppid if (stat := process_stat(pgid)) else None for pgid in job_groups]
+    assert parents == [os.getpid(), running.pid]  # the crashed one's job was adopted by the process running the stack
+
+    supervisor.stop()
+
+    assert [p for p in process_stats() if p.session in sessions] == []  # zombies neither
+    for pgid in job_groups:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pgid, 0)
+    assert supervisor.children == []
