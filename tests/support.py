@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap import Services
+from deploy.provision import provision, seed_demo
 from deploy.stack import LocalStack
 from functions.pipeline import Pipeline
 from functions.stage import Handled, Outcome
@@ -263,9 +264,10 @@ class Harness(Driver):
 # -- The whole local stack, driven as a user does (e2e) --------------------------------------------------------
 
 
-def cli(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
-    """`validibot ARGS...`, as a user runs it against this stack."""
-    env = {**os.environ, **stack.env, **stack.settings_env(), "VALIDIBOT_WEB_URL": stack.web_url}
+def cli(stack: LocalStack, *args: str, settings: Settings | None = None) -> subprocess.CompletedProcess[str]:
+    """`validibot ARGS...`, as a user runs it against this stack (with other `settings`, if given)."""
+    own = (settings or stack.settings).as_environment()
+    env = {**os.environ, **stack.env, **own, "VALIDIBOT_WEB_URL": stack.web_url}
     return subprocess.run([str(VALIDIBOT), *args], env=env, capture_output=True, text=True, timeout=180)
 
 
@@ -277,3 +279,21 @@ def cli_submit(stack: LocalStack, file: Path, workflow: str = "json-basic") -> s
 def page(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:
         return response.read().decode()
+
+
+def isolated_harness(settings: Settings, **overrides: object) -> Harness:
+    """A pipeline alone in a project of its own on the session's emulators (the Firestore emulator keeps one
+    database per project), provisioned and seeded: its maintenance ticks see only its own runs."""
+    suffix = uuid.uuid4().hex[:8]
+    own = settings.model_copy(
+        update={
+            "project": f"isolated-{suffix}",
+            "bucket": f"isolated-{suffix}",
+            "inbox_bucket": f"isolated-{suffix}-inbox",
+            **overrides,
+        }
+    )
+    services = Services(own)
+    provision(services, None)
+    seed_demo(services.run_store)
+    return Harness(services)

@@ -8,15 +8,17 @@ import re
 import signal
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from deploy.stack import LocalStack
-from schemas.documents import RunDoc
+from schemas.changes import Write, receipt_path
+from schemas.documents import ReceiptDoc, RunDoc
 from schemas.enums import AttemptState, ReceiptStatus, RunStatus, StepStatus
 from schemas.paths import attempt_id_for
-from tests.support import EXAMPLES, cli
+from tests.support import EXAMPLES, cli, isolated_harness
 
 pytestmark = pytest.mark.e2e
 
@@ -137,3 +139,27 @@ def test_rerun_runs_the_same_submission_again_as_a_new_linked_run(full_stack: Lo
     assert rerun.submission.sha256 == original.submission.sha256
     assert (rerun.status, rerun.counts.ERROR) == (RunStatus.FAILED, original.counts.ERROR)
     assert cli(full_stack, "rerun", "0" * 24).returncode == 2
+
+
+def test_maintain_once_runs_one_tick_and_prints_what_it_changed(full_stack: LocalStack) -> None:
+    # A project of its own, which no functions tick: what the command prints is all its own doing.
+    isolated = isolated_harness(full_stack.settings)
+    now = datetime.now(UTC)
+    receipt = ReceiptDoc(
+        run_id=None,
+        attempt_id=None,
+        status=ReceiptStatus.REJECTED,
+        received_at=now - timedelta(days=31),
+        output_uri="gs://elsewhere/output.json",
+        output_generation=1,
+        expire_at=now - timedelta(days=1),
+    )
+    isolated.store.commit([Write(receipt_path("rejected-expired"), receipt, "create")])
+
+    first = cli(full_stack, "maintain", "--once", settings=isolated.settings)
+    second = cli(full_stack, "maintain", "--once", settings=isolated.settings)
+
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stdout.splitlines() == ["receipts expired: 1"]
+    assert second.stdout.splitlines() == ["nothing to do"]
+    assert isolated.store.receipt("rejected-expired") is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +19,7 @@ import pytest
 from google.cloud import run_v2
 
 from bootstrap import Services
+from deploy.stack import LocalStack
 from functions.pipeline import Pipeline
 from functions.stage import Handled, Outcome
 from jobs.launchers.base import ExecutionState
@@ -25,7 +27,7 @@ from jobs.launchers.cloudrun import CloudRunLauncher
 from schemas.enums import AttemptState, ErrorCategory, JobStatus, RunStatus
 from schemas.paths import attempt_id_for
 from schemas.settings import Settings
-from tests.support import CREATED, DUPLICATE, EXAMPLES, LAUNCHED, Harness
+from tests.support import CREATED, DUPLICATE, EXAMPLES, LAUNCHED, Harness, isolated_harness
 
 pytestmark = pytest.mark.integration
 
@@ -426,3 +428,70 @@ def test_stop_has_nothing_to_do_for_an_ended_execution(
 
     # The API was asked and refused (FAILED_PRECONDITION, NOT_FOUND); the refusal means the execution is over.
     assert api.requests == [("POST", f"/v2/{EXECUTION}:cancel", {})]
+
+
+@pytest.fixture
+def ticked(emulators: LocalStack, jobs_api: tuple[JobsApi, str]) -> tuple[Harness, JobsApi]:
+    """A pipeline whose job steps go to the stand-in Cloud Run API, in a project of its own (for its ticks)."""
+    api, endpoint = jobs_api
+    api.body = RUN_JOB_OPERATION
+    harness = isolated_harness(
+        emulators.settings,
+        job_launcher="cloudrun",
+        cloudrun_region=REGION,
+        cloudrun_api_endpoint=endpoint,
+        timeout_grace_seconds=0,
+    )
+    return harness, api
+
+
+def test_the_tick_fails_a_step_whose_execution_failed_without_output_in_its_own_words(
+    ticked: tuple[Harness, JobsApi],
+) -> None:
+    harness, api = ticked
+    run_id, outcome = launch_energyplus(harness, harness.pipeline)
+    assert outcome == LAUNCHED
+    api.executions[EXECUTION] = FAILED_WITHOUT_OUTPUT
+
+    assert harness.pipeline.tick()["executions ended without output"] == 1
+
+    run = harness.store.run(run_id).doc
+    assert (run.status, run.error_category) == (RunStatus.FAILED, ErrorCategory.RUNTIME_ERROR)
+    assert run.error == f"step 1 'EnergyPlus annual simulation, Golden CO': {EXITED_WITH_AN_ERROR}"
+    assert harness.store.attempt(run_id, attempt_id_for(1, 1)).doc.job_status == JobStatus.FAILED
+
+
+def test_the_tick_cancels_a_run_whose_execution_was_cancelled(ticked: tuple[Harness, JobsApi]) -> None:
+    harness, api = ticked
+    run_id, _ = launch_energyplus(harness, harness.pipeline)
+    api.executions[EXECUTION] = execution(
+        {"type": "Completed", "state": State.CONDITION_FAILED, "executionReason": Reason.CANCELLED},
+        startTime=STARTED_AT,
+        completionTime=COMPLETED_AT,
+        cancelledCount=1,
+    )
+
+    harness.pipeline.tick()
+
+    assert harness.store.run(run_id).doc.status == RunStatus.CANCELED
+
+
+def test_the_tick_times_out_a_running_execution_and_cancels_it_by_its_recorded_name(
+    ticked: tuple[Harness, JobsApi],
+) -> None:
+    harness, api = ticked
+    slug = harness.add_workflow(
+        [
+            harness.store.workflow("demo", "energyplus-basic").steps[0].model_copy(update={"timeout_seconds": 1}),
+        ]
+    )
+    event, run_id = harness.submit((EXAMPLES / "small-office.idf").read_bytes(), slug, "office.idf")
+    harness.pipeline.handle(event)
+    assert harness.pipeline.handle(harness.input_event(run_id)) == LAUNCHED
+    api.executions[EXECUTION] = execution({"type": "Started", "state": State.CONDITION_SUCCEEDED}, startTime=STARTED_AT)
+    time.sleep(1.5)
+
+    assert harness.pipeline.tick()["timed out"] == 1
+
+    assert harness.store.run(run_id).doc.status == RunStatus.TIMED_OUT
+    assert ("POST", f"/v2/{EXECUTION}:cancel", {}) in api.requests

@@ -1,5 +1,5 @@
 """The maintenance tick (DESIGN §13) on the real emulators and real local jobs. Each test gets a project of its own
-(the Firestore emulator keeps one database per project) so that its sweeps see only its own runs."""
+so that its sweeps see only its own runs."""
 
 from __future__ import annotations
 
@@ -7,22 +7,19 @@ import os
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from bootstrap import Services
-from deploy.provision import provision, seed_demo
 from deploy.stack import LocalStack
 from jobs.launchers.processes import process_stats
 from schemas.changes import Write, attempt_path, receipt_path, workflow_path
 from schemas.documents import ReceiptDoc, Retention, StepSpec
 from schemas.enums import AttemptState, ErrorCategory, LifecycleType, ReceiptStatus, RunStatus
 from schemas.paths import attempt_id_for
-from tests.support import APPLIED, CREATED, VALID, Harness
+from tests.support import APPLIED, CREATED, VALID, Harness, isolated_harness
 
 pytestmark = pytest.mark.integration
 
@@ -31,25 +28,16 @@ FIRST = attempt_id_for(1, 1)
 
 @pytest.fixture
 def maintained(emulators: LocalStack) -> Harness:
-    """A pipeline with two local job slots, short leases and no timeout grace, alone in its own project."""
-    suffix = uuid.uuid4().hex[:8]
-    settings = emulators.settings.model_copy(
-        update={
-            "project": f"maint-{suffix}",
-            "bucket": f"maint-{suffix}",
-            "inbox_bucket": f"maint-{suffix}-inbox",
-            "local_max_concurrent_jobs": 2,
-            "timeout_grace_seconds": 0,
-            "dispatch_lease_seconds": 1,
-            "lost_effects_seconds": 1,
-            # The job's own watcher waits long enough for the sweep to be the one that stops a hung job.
-            "local_kill_grace_seconds": 120,
-        }
+    """Two local job slots, short leases and no timeout grace, in a project of its own."""
+    return isolated_harness(
+        emulators.settings,
+        local_max_concurrent_jobs=2,
+        timeout_grace_seconds=0,
+        dispatch_lease_seconds=1,
+        lost_effects_seconds=1,
+        # The job's own watcher waits long enough for the sweep to be the one that stops a hung job.
+        local_kill_grace_seconds=120,
     )
-    services = Services(settings)
-    provision(services, None)
-    seed_demo(services.run_store)
-    return Harness(services)
 
 
 def slow_fmu_workflow(harness: Harness, steps: int, timeout_seconds: int = 120) -> str:
