@@ -147,6 +147,10 @@ def build_input(run_id: str, run: RunDoc, scheduled: ScheduledAttempt) -> InputE
             )
         ],
         inputs=spec.config,
+        resource_files=spec.resource_files,
+        input_roles=workflow.inputs,
+        assertions=spec.assertions,
+        prior_steps={key: results for key, results in run.step_results.items() if key != spec.key},
         context=InputContext(
             attempt_id=attempt_id,
             callback_id=attempt.callback_id,

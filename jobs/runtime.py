@@ -69,6 +69,16 @@ def _fetch_inputs(envelope: InputEnvelope, objects: ObjectStore, scratch: Path) 
     return files
 
 
+def _fetch_resources(envelope: InputEnvelope, objects: ObjectStore, scratch: Path) -> dict[str, Path]:
+    """The step's resource files under scratch/resources/, each at its own relative path (so that a schema's
+    relative `$ref` finds its sibling), every component of which is checked."""
+    resources = {}
+    for ref in envelope.resource_files:
+        parts = [check_filename(part, MAX_INPUT_FILENAME) for part in ref.name.split("/")]
+        resources[ref.name] = download_verified(objects, ref, _inside(scratch, "resources", *parts))
+    return resources
+
+
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -133,6 +143,7 @@ def _validate(
     try:
         validator = get_validator(envelope.validator.id)
         files = _fetch_inputs(envelope, objects, scratch)
+        resources = _fetch_resources(envelope, objects, scratch)
         workdir = _inside(scratch, "work")
         workdir.mkdir()
         return validator.validate(
@@ -143,6 +154,7 @@ def _validate(
                 timeout_seconds=envelope.context.timeout_seconds,
                 deadline=deadline,
                 budget_deadline=None if budget_seconds is None else started + budget_seconds,
+                resources=resources,
             )
         )
     except OverBudget:

@@ -16,7 +16,7 @@ from schemas.enums import (
     Severity,
     StepStatus,
 )
-from schemas.envelopes import Artifact, Counts, Location, Metric
+from schemas.envelopes import Artifact, AssertionSpec, Counts, FileRef, Location, Metric
 from schemas.paths import SLUG_PATTERN
 
 
@@ -34,6 +34,9 @@ class StepSpec(Document):
     validator: str
     config: dict[str, Any] = {}
     timeout_seconds: int | None = Field(default=None, gt=0)
+    assertions: list[AssertionSpec] = []
+    # The step's resource files, pinned when the workflow was applied (name = its path relative to the file).
+    resource_files: list[FileRef] = []
 
 
 class WorkflowLimits(Document):
@@ -58,6 +61,10 @@ class WorkflowDoc(Document):
     fail_policy: Literal["stop", "continue"] = "stop"
     retention: Retention = Retention()
     limits: WorkflowLimits = WorkflowLimits()
+    # Roles a .zip submission is unpacked into, each with the glob patterns of its member's name.
+    inputs: dict[str, list[str]] = {}
+    # The sha256 of the applied content: applying the same content again is a no-op.
+    content_sha256: str | None = None
 
 
 class WorkflowSnapshot(Document):
@@ -68,6 +75,7 @@ class WorkflowSnapshot(Document):
     fail_policy: Literal["stop", "continue"] = "stop"
     steps: list[StepSpec]
     retention: Retention = Retention()
+    inputs: dict[str, list[str]] = {}
 
 
 class OrgDoc(Document):
@@ -101,6 +109,8 @@ class RunDoc(Document):
     counts: Counts = Counts()
     error_category: ErrorCategory | None = None
     error: str | None = None
+    # Each finished step's results by its key (metrics by name, and outputs), for later steps' assertions.
+    step_results: dict[str, dict[str, Any]] = {}
     # The run this one re-runs (same submission bytes), when it is a re-run.
     rerun_of: str | None = None
     # Retention (DESIGN §13): when the next purge of this run's objects is due, and what was purged when.

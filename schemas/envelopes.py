@@ -10,6 +10,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.enums import EnvelopeStatus, Severity
+from schemas.paths import SLUG_PATTERN
+
+# The longest assertion expression (or message template) a workflow may hold: CEL is cheap per character.
+MAX_ASSERTION_CHARS = 2000
 
 INPUT_SCHEMA_VERSION = "validibot.input.v1"
 # The message code of a failed_runtime output whose validator ran out of time: the step ends TIMED_OUT.
@@ -49,6 +53,17 @@ class FileRef(Strict):
     generation: int | None = None
 
 
+class AssertionSpec(Strict):
+    """A CEL expression over a step's results (DESIGN §12); false is a finding coded with its id."""
+
+    id: str = Field(pattern=f"^{SLUG_PATTERN}$")
+    expr: str = Field(min_length=1, max_length=MAX_ASSERTION_CHARS)
+    severity: Severity = Severity.ERROR
+    # `{{ expr }}` placeholders are rendered with CEL over the same context; without a message the finding quotes
+    # the expression.
+    message: str | None = Field(default=None, max_length=MAX_ASSERTION_CHARS)
+
+
 class InputContext(Strict):
     attempt_id: str
     callback_id: str
@@ -66,6 +81,12 @@ class InputEnvelope(Strict):
     input_files: list[FileRef]
     resource_files: list[FileRef] = []
     inputs: dict[str, Any] = {}
+    # The workflow's roles for a .zip submission (role → glob patterns); empty: the submission is one file.
+    input_roles: dict[str, list[str]] = {}
+    # Checked by the runtime after the validator, wherever it runs (DESIGN §12).
+    assertions: list[AssertionSpec] = []
+    # Earlier steps' results by step key (their metrics by name, and outputs), for assertions' `steps.<key>`.
+    prior_steps: dict[str, dict[str, Any]] = {}
     context: InputContext
 
     def to_bytes(self) -> bytes:

@@ -40,6 +40,10 @@ class ValidationContext:
     deadline: float
     # time.monotonic() past which an inline run gives the step up to a job; None in a job.
     budget_deadline: float | None = None
+    # The step's resource files, downloaded pinned and verified: by name (their path relative to the workflow file).
+    resources: dict[str, Path] = field(default_factory=dict)
+    # The role of the file the validator checks: "primary" for one file; a bundle's first declared role otherwise.
+    primary_role: str = "primary"
 
     def check_budget(self) -> None:
         """Validators that can run long call this now and then: past an inline budget it raises OverBudget."""
@@ -51,10 +55,14 @@ class ValidationContext:
         return self.deadline - time.monotonic() - REPORTING_MARGIN_SECONDS
 
     def primary(self) -> InputFile:
-        for f in self.files:
-            if f.ref.role == "primary":
-                return f
-        raise ConfigError("the envelope names no primary input file")
+        found = self.file(self.primary_role)
+        if found is None:
+            raise ConfigError(f"the submission has no {self.primary_role} file")
+        return found
+
+    def file(self, role: str) -> InputFile | None:
+        """The input file in `role`, if the submission has one (a bundle's optional roles may be empty)."""
+        return next((f for f in self.files if f.ref.role == role), None)
 
 
 @dataclass(frozen=True)
