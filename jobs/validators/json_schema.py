@@ -4,6 +4,14 @@ The document is read as JSON, not as Python's superset of it: NaN and Infinity, 
 Python reads as infinity) and integers too long to convert are ERROR findings located by line and column, and the
 document is not validated. A key an object repeats is a WARNING located by JSON Pointer; the last value is the one
 validated, as with every parser.
+
+The schema is inline in the step's config (an object, or true or false) or one of the step's resource files, named by
+its path relative to the workflow file. A `$ref` resolves among the resource files only, never over the network or from
+the file system: each resource that is a valid schema is known by the URI of its name under `resources_base_uri`, and
+by its `$id` (and its subschemas' `$id`s) if it declares one. An inline schema lives at `resources_base_uri` itself, the
+workflow file's folder, and a resource schema at its name's URI, so a relative reference finds a sibling resource as it
+would on disk. A reference to anything else is an ERROR finding, and validation stops there. `format` is an annotation
+unless `format_assertion` asks for the formats of ASSERTED_FORMATS to be checked.
 """
 
 from __future__ import annotations
@@ -19,16 +27,23 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from fractions import Fraction
-from functools import cache
+from functools import cache, partial
 from operator import itemgetter
-from typing import Any, ClassVar, Literal
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import quote, urljoin, urlsplit
 
+import attrs
 import jsonschema
+from jsonschema import FormatChecker
 from jsonschema.exceptions import SchemaError, ValidationError
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from referencing.exceptions import Unresolvable
+from jsonschema_specifications import REGISTRY as METASCHEMAS
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator, model_validator
+from referencing import Registry, Resource, Specification
+from referencing.exceptions import InvalidAnchor, NoSuchAnchor, NoSuchResource, PointerToNowhere, Unresolvable
+from referencing.jsonschema import specification_with
 
-from jobs.validators.base import ValidationContext, ValidationResult, parse_config
+from jobs.validators.base import ConfigError, ValidationContext, ValidationResult, parse_config
 from schemas.enums import Severity
 from schemas.envelopes import Location, Message, Metric
 
@@ -43,6 +58,20 @@ _DRAFTS: dict[str, type[jsonschema.protocols.Validator]] = {
     "draft-07": jsonschema.Draft7Validator,
 }
 
+# Hierarchical, because urljoin, which resolves references, leaves a relative reference against a urn: base unresolved;
+# under .invalid (RFC 2606), a name that resolves nowhere, though nothing under it is ever fetched.
+DEFAULT_RESOURCES_BASE_URI = "https://resources.validibot.invalid/"
+
+# What format_assertion asserts: the formats jsonschema checks with the packages installed here, pinned so that a
+# dependency arriving later cannot change a verdict. email and idn-email only require an "@"; date is an RFC 3339
+# full-date; ipv4 and ipv6 as Python's ipaddress reads them (no zone id); regex as Python's re compiles it; idn-hostname
+# as IDNA 2008 encodes it; uuid (2020-12 only) with its hyphens in place. Every other format (date-time, time, duration,
+# hostname, uri, uri-reference, iri, json-pointer, uri-template, ...) stays an annotation.
+ASSERTED_FORMATS = frozenset({"date", "email", "idn-email", "idn-hostname", "ipv4", "ipv6", "regex", "uuid"})
+
+# The keyword a violation is reported under when a subschema is `false`: jsonschema names none.
+FALSE_SCHEMA = "false_schema"
+
 # Outside strings, a JSON text that Python's json reads holds no digits but numbers and no letters but true, false,
 # null and the constants, so matching every string keeps the rest of the match aligned with what the parser saw.
 _TOKEN = re.compile(
@@ -51,41 +80,65 @@ _TOKEN = re.compile(
     r"|(?P<number>-?[0-9]++(?P<real>(?:\.[0-9]++)?(?:[eE][-+]?[0-9]++)?))"
 )
 
+Schema = dict[str, Any] | bool
+# A resource file's name: its path relative to the workflow file.
+ResourceName = Annotated[str, StringConstraints(min_length=1)]
+
 
 class JsonSchemaConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    json_schema: dict[str, Any] = Field(alias="schema")
+    # Inline (an object, or true or false), or the name of the resource file that holds it.
+    json_schema: dict[str, Any] | StrictBool | ResourceName = Field(alias="schema")
     draft: Literal["2020-12", "draft-07"] | None = None
+    # Names or globs, which applying the workflow resolves into the step's resource files.
+    resources: list[ResourceName] = []
+    format_assertion: bool = False
+    resources_base_uri: str = DEFAULT_RESOURCES_BASE_URI
+
+    @field_validator("resources_base_uri")
+    @classmethod
+    def _base_uri_is_a_folder(cls, uri: str) -> str:
+        # Resource names are appended to it, and relative references must resolve against it as paths do.
+        parts = urlsplit(uri)
+        if not parts.scheme or parts.query or parts.fragment or not uri.endswith("/") or urljoin(uri, "a") != uri + "a":
+            raise ValueError("resources_base_uri must be an absolute hierarchical URI ending in '/'")
+        return uri
 
     @model_validator(mode="after")
-    def _schema_is_valid(self) -> JsonSchemaConfig:
-        check_schema(self.validator_class(), self.json_schema)
+    def _inline_schema_is_valid(self) -> JsonSchemaConfig:
+        # A schema in a resource file is checked when the step runs, the first time the file is at hand.
+        if not isinstance(self.json_schema, str):
+            check_schema(validator_class_for(self.draft, self.json_schema), self.json_schema)
         return self
 
-    def validator_class(self) -> type[jsonschema.protocols.Validator]:
-        if self.draft is not None:
-            return _DRAFTS[self.draft]
-        return jsonschema.validators.validator_for(self.json_schema, default=jsonschema.Draft202012Validator)
+
+def validator_class_for(draft: str | None, schema: Schema) -> type[jsonschema.protocols.Validator]:
+    """The configured draft's, else the one the schema's $schema names, else 2020-12."""
+    if draft is not None:
+        return _DRAFTS[draft]
+    return jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
 
 
 # Checking a schema against its metaschema costs about 25 ms for a small one, and a workflow's schema is checked by
-# intake and again by every run of its step: a schema once found valid is remembered by its digest (bounded).
+# intake and again by every run of its step, as are its resource files: a schema once checked is remembered by its
+# digest (bounded), with why it is not valid, or None.
 MAX_REMEMBERED_SCHEMAS = 1024
-_valid_schemas: set[tuple[type[jsonschema.protocols.Validator], str]] = set()
+_checked_schemas: dict[tuple[type[jsonschema.protocols.Validator], str], str | None] = {}
 
 
-def check_schema(validator_class: type[jsonschema.protocols.Validator], schema: dict[str, Any]) -> None:
+def check_schema(validator_class: type[jsonschema.protocols.Validator], schema: Schema) -> None:
     """Raise ValueError saying why `schema` is not a valid schema of its draft."""
-    digest = hashlib.sha256(json.dumps(schema, sort_keys=True, allow_nan=True).encode()).hexdigest()
-    if (validator_class, digest) in _valid_schemas:
-        return
-    try:
-        validator_class.check_schema(schema)
-    except SchemaError as exc:
-        raise ValueError(f"the schema is not a valid JSON Schema: {exc.message}") from exc
-    if len(_valid_schemas) >= MAX_REMEMBERED_SCHEMAS:
-        _valid_schemas.clear()
-    _valid_schemas.add((validator_class, digest))
+    key = (validator_class, hashlib.sha256(json.dumps(schema, sort_keys=True, allow_nan=True).encode()).hexdigest())
+    if key not in _checked_schemas:
+        if len(_checked_schemas) >= MAX_REMEMBERED_SCHEMAS:
+            _checked_schemas.clear()
+        try:
+            validator_class.check_schema(schema)
+            _checked_schemas[key] = None
+        except SchemaError as exc:
+            _checked_schemas[key] = f"the schema is not a valid JSON Schema: {exc.message}"
+    if (invalid := _checked_schemas[key]) is not None:
+        raise ValueError(invalid)
 
 
 def json_pointer(path: Iterable[str | int]) -> str:
@@ -318,13 +371,53 @@ def _budgeted(
     return budgeted
 
 
+_hardened_classes: set[type[jsonschema.protocols.Validator]] = set()
+
+
 @cache
 def _hardened(base: type[jsonschema.protocols.Validator]) -> type[jsonschema.protocols.Validator]:
-    """The draft's validator class, with multipleOf exact for integers too large for a float, and the inline time
-    budget checked as it descends."""
+    """The draft's validator class, with multipleOf exact for integers too large for a float, the inline time budget
+    checked as it descends, and false subschemas' violations located; all of it kept in subschemas of other drafts."""
     keywords = {k: _budgeted(base.VALIDATORS[k]) for k in _DESCENDING if k in base.VALIDATORS}
     keywords["multipleOf"] = _multiple_of(base.VALIDATORS["multipleOf"])
-    return jsonschema.validators.extend(base, keywords)
+    hardened = jsonschema.validators.extend(base, keywords)
+    hardened.evolve = _evolve_hardened
+    hardened.descend = _locating_false_schemas(hardened.descend)
+    _hardened_classes.add(hardened)
+    return hardened
+
+
+def _locating_false_schemas(
+    descend: Callable[..., Iterator[ValidationError]],
+) -> Callable[..., Iterator[ValidationError]]:
+    """jsonschema's descend, with a false subschema's violation located where the subschema applies: its own leaves
+    out the key or index it descended by, and the finding would be at the parent."""
+
+    def descend_locating(
+        validator: jsonschema.protocols.Validator,
+        instance: Any,
+        schema: Any,
+        path: str | int | None = None,
+        schema_path: str | int | None = None,
+        resolver: Any = None,
+    ) -> Iterator[ValidationError]:
+        for error in descend(validator, instance, schema, path, schema_path, resolver):
+            if schema is False and path is not None and not error.path:
+                error.path.appendleft(path)
+            yield error
+
+    return descend_locating
+
+
+def _evolve_hardened(validator: jsonschema.protocols.Validator, **changes: Any) -> jsonschema.protocols.Validator:
+    """jsonschema's evolve, but hardened: its own gives a subschema that names its $schema (as most resource files do)
+    that draft's plain class, which would validate everything below it unhardened."""
+    schema = changes.setdefault("schema", validator.schema)
+    chosen = jsonschema.validators.validator_for(schema, default=type(validator))
+    for field in attrs.fields(type(validator)):
+        if field.init:
+            changes.setdefault(field.alias, getattr(validator, field.name))
+    return (chosen if chosen in _hardened_classes else _hardened(chosen))(**changes)
 
 
 class JsonSchemaValidator:
@@ -337,6 +430,7 @@ class JsonSchemaValidator:
     def validate(self, context: ValidationContext) -> ValidationResult:
         config = parse_config(self, context.inputs)
         assert isinstance(config, JsonSchemaConfig)
+        schema, schema_uri = _schema(config, context.resources)
         primary = context.primary()
         role = primary.ref.role
         raw = primary.path.read_bytes()
@@ -376,26 +470,160 @@ class JsonSchemaValidator:
             assert messages, "the parser refused a number the scan does not refuse"
             return ValidationResult(messages=messages)
 
+        validator = _validator(config, schema, schema_uri, context.resources)
         context.check_budget()
-        validator = _hardened(config.validator_class())(config.json_schema)
         budget = _BUDGET.set(context.check_budget)
+        # Only what a message needs is kept: a ValidationError holds its schema, instance and parents, which for
+        # hundreds of thousands of violations is gigabytes.
+        violations: list[tuple[tuple[str | int, ...], str, str]] = []
+        unresolved: Unresolvable | None = None
         try:
-            # Only what a message needs is kept: a ValidationError holds its schema, instance and parents, which for
-            # hundreds of thousands of violations is gigabytes.
-            violations = [(tuple(e.absolute_path), e.validator, e.message) for e in validator.iter_errors(document)]
+            for error in validator.iter_errors(document):
+                violations.append((tuple(error.absolute_path), error.validator or FALSE_SCHEMA, error.message))
         except Unresolvable as exc:
-            # References are resolved inside the schema only; validators never reach the network.
-            return ValidationResult(runtime_error=f"the schema has a $ref that cannot be resolved: {exc}")
+            # Validation stops at the reference; what it found before is still reported.
+            unresolved = exc
         except RecursionError:
             return _too_deep(primary.ref.name, role)
         finally:
             _BUDGET.reset(budget)
         messages = _repeated_keys(text, role) if repeats else []
         messages.extend(_violations(violations, role))
+        if unresolved is not None:
+            messages.append(_unresolvable(unresolved, role))
         return ValidationResult(
             messages=messages,
             metrics=[Metric(name="schema_violations", value=len(violations), unit="count")],
         )
+
+
+def _schema(config: JsonSchemaConfig, resources: dict[str, Path]) -> tuple[Schema, str]:
+    """The schema, checked against its metaschema, and the URI its relative references resolve against."""
+    if not isinstance(config.json_schema, str):
+        return config.json_schema, config.resources_base_uri
+    name = config.json_schema
+    path = resources.get(name)
+    if path is None:
+        raise ConfigError(f"the schema {name!r} is not one of the step's resource files")
+    try:
+        schema = _read_json(path)
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"the schema {name!r} is not JSON: {exc}") from exc
+    if not isinstance(schema, dict | bool):
+        raise ConfigError(f"the schema {name!r} is not a JSON Schema: a schema is an object or a boolean")
+    try:
+        check_schema(validator_class_for(config.draft, schema), schema)
+    except ValueError as exc:
+        raise ConfigError(f"the schema {name!r}: {exc}") from exc
+    return schema, _resource_uri(config.resources_base_uri, name)
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_bytes())
+
+
+def _resource_uri(base_uri: str, name: str) -> str:
+    return base_uri + quote(name)
+
+
+class _NotASchema(Exception):
+    """A reference to a resource file that holds JSON but not a valid schema, which is not in the registry: crawling it
+    may crash (an $id that is not a string, properties that are a list), and so may validating against it."""
+
+
+def _refuse_retrieval(not_schemas: dict[str, str], uri: str) -> Resource[Any]:
+    """What the registry does with a URI no schema answers to: nothing is ever fetched."""
+    if uri in not_schemas:
+        raise _NotASchema(not_schemas[uri])
+    raise NoSuchResource(ref=uri)
+
+
+def _resource_registry(
+    resources: dict[str, Path], base_uri: str, validator_class: type[jsonschema.protocols.Validator]
+) -> Registry[Any]:
+    """Every resource file that holds a valid schema, under its name's URI, of its $schema's draft, else the step's;
+    crawling the registry adds each `$id` it declares. The drafts' own metaschemas, which jsonschema ships, win over a
+    resource that claims their URI."""
+    specification = _specification(validator_class)
+    schemas = []
+    not_schemas: dict[str, str] = {}
+    for name, path in sorted(resources.items()):
+        try:
+            contents = _read_json(path)
+        except (ValueError, RecursionError):
+            continue  # not JSON: a resource for another purpose, which no reference can use
+        if not isinstance(contents, dict | bool):
+            continue
+        uri = _resource_uri(base_uri, name)
+        try:
+            check_schema(jsonschema.validators.validator_for(contents, default=validator_class), contents)
+        except ValueError as exc:
+            not_schemas[uri] = f"names the resource file {name!r}, but {exc}"
+            continue
+        schemas.append((uri, Resource.from_contents(contents, default_specification=specification)))
+    registry: Registry[Any] = Registry(retrieve=partial(_refuse_retrieval, not_schemas))
+    return registry.with_resources(schemas).combine(METASCHEMAS)
+
+
+@cache
+def _specification(validator_class: type[jsonschema.protocols.Validator]) -> Specification[Any]:
+    return specification_with(validator_class.ID_OF(validator_class.META_SCHEMA))
+
+
+@cache
+def _format_checker(validator_class: type[jsonschema.protocols.Validator]) -> FormatChecker:
+    """The draft's own checks of ASSERTED_FORMATS."""
+    draft_checks = validator_class.FORMAT_CHECKER.checkers
+    checker = FormatChecker(formats=())
+    checker.checkers = {name: draft_checks[name] for name in ASSERTED_FORMATS & draft_checks.keys()}
+    return checker
+
+
+def _validator(
+    config: JsonSchemaConfig, schema: Schema, schema_uri: str, resources: dict[str, Path]
+) -> jsonschema.protocols.Validator:
+    validator_class = validator_class_for(config.draft, schema)
+    specification = _specification(validator_class)
+    root = specification.create_resource(schema)
+    root_uri = urljoin(schema_uri, root.id() or "")
+    # Crawled once, here: a registry with resources not yet crawled crawls them all at every reference it does not
+    # know by its URI yet (by $id or anchor), each time the reference is followed.
+    registry = (
+        _resource_registry(resources, config.resources_base_uri, validator_class).with_resource(root_uri, root).crawl()
+    )
+    # jsonschema roots a schema without $id at "", against which a relative reference names nothing: the schema is
+    # rooted here where it lives, as jsonschema roots one whose $id is that URI. The registry goes in too, so that
+    # nothing jsonschema may derive from its own default, which fetches over the network, is ever used.
+    resolver = registry.resolver(base_uri=root_uri)
+    return _hardened(validator_class)(
+        schema,
+        format_checker=_format_checker(validator_class) if config.format_assertion else None,
+        registry=registry,
+        _resolver=resolver,
+    )
+
+
+def _unresolvable(exc: Unresolvable, role: str) -> Message:
+    return Message(
+        severity=Severity.ERROR,
+        code="json-schema.unresolvable_ref",
+        text=_clip(f"{_unresolvable_because(exc)}; validation stopped there"),
+        location=Location(file_role=role),
+    )
+
+
+def _unresolvable_because(exc: Unresolvable) -> str:
+    # jsonschema and referencing each wrap what went wrong: the reason is down the chain of causes.
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, _NotASchema):
+            return f"$ref {exc.ref!r} {cause}"
+        if isinstance(cause, PointerToNowhere):
+            return f"a $ref's JSON Pointer {cause.ref!r} points to nothing in the schema it names"
+        if isinstance(cause, NoSuchAnchor | InvalidAnchor):
+            return f"a $ref names the anchor {cause.anchor!r}, which {cause.ref!r} does not define"
+        cause = cause.__cause__
+    return f"$ref {exc.ref!r} names no schema among the step's resource files (references are never fetched)"
 
 
 @_collector_paused()
