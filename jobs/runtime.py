@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from jobs.assertions import check_assertions
+from jobs.bundles import BundleCaps, BundleRefused, matches_role, unpack_bundle
 from jobs.registry import UnknownValidator, get_validator
 from jobs.validators.base import (
     ArtifactFile,
@@ -25,6 +27,7 @@ from schemas.envelopes import (
     TIMEOUT_CODE,
     Artifact,
     Counts,
+    FileRef,
     InputEnvelope,
     Message,
     OutputEnvelope,
@@ -59,14 +62,54 @@ def _inside(root: Path, *parts: str) -> Path:
     return path
 
 
-def _fetch_inputs(envelope: InputEnvelope, objects: ObjectStore, scratch: Path) -> list[InputFile]:
+def _fetch_inputs(envelope: InputEnvelope, objects: ObjectStore, scratch: Path) -> tuple[list[InputFile], str]:
+    """The submission's files in scratch/inputs/, and the role of the one the validator checks.
+
+    With the workflow's input roles (DESIGN §12), a .zip submission is unpacked into them (the zip itself stays, as
+    role "bundle"), and any other submission must be a file of the first role; the first role is the primary one.
+    BundleRefused says why a submission is neither.
+    """
     files = []
     for index, ref in enumerate(envelope.input_files):
         # Each file gets its own folder so the validator sees the user's name (extensions matter to some
         # tools) while the path stays inside the scratch directory whatever that name is.
         dest = _inside(scratch, "inputs", str(index), check_filename(ref.name, MAX_INPUT_FILENAME))
         files.append(InputFile(ref=ref, path=download_verified(objects, ref, dest)))
-    return files
+    roles = {declared.role: declared.patterns for declared in envelope.input_roles}
+    if not roles:
+        return files, "primary"
+    first_role = next(iter(roles))
+    [submission] = [file for file in files if file.ref.role == "primary"]
+    others = [file for file in files if file is not submission]
+    if not submission.ref.name.lower().endswith(".zip"):
+        if not matches_role(submission.ref.name, roles[first_role]):
+            raise BundleRefused(
+                "bundle_unexpected_file",
+                f"the submission {submission.ref.name!r} is neither a .zip bundle nor a {first_role} file (a file "
+                f"named like {' or '.join(roles[first_role])})",
+            )
+        as_first_role = submission.ref.model_copy(update={"role": first_role})
+        return [*others, InputFile(ref=as_first_role, path=submission.path)], first_role
+    # The runtime is handed no settings: a job's are its environment (its launcher sets them), as are a function's.
+    caps = BundleCaps.from_settings(Settings())
+    bundle = unpack_bundle(submission.path, roles, _inside(scratch, "inputs", "bundle"), caps)
+    if bundle.ignored:
+        log.info("run %s: %d bundle members match no role and were not unpacked", envelope.run_id, len(bundle.ignored))
+    unpacked = [
+        InputFile(
+            ref=FileRef(
+                name=member.path.name,
+                role=role,
+                uri=f"{submission.ref.uri}#{member.member}",
+                size_bytes=member.size_bytes,
+                sha256=member.sha256,
+            ),
+            path=member.path,
+        )
+        for role, member in bundle.roles.items()
+    ]
+    as_bundle = submission.ref.model_copy(update={"role": "bundle"})
+    return [*others, InputFile(ref=as_bundle, path=submission.path), *unpacked], first_role
 
 
 def _fetch_resources(envelope: InputEnvelope, objects: ObjectStore, scratch: Path) -> dict[str, Path]:
@@ -142,7 +185,7 @@ def _validate(
     deadline = started + envelope.context.timeout_seconds
     try:
         validator = get_validator(envelope.validator.id)
-        files = _fetch_inputs(envelope, objects, scratch)
+        files, primary_role = _fetch_inputs(envelope, objects, scratch)
         resources = _fetch_resources(envelope, objects, scratch)
         workdir = _inside(scratch, "work")
         workdir.mkdir()
@@ -155,10 +198,14 @@ def _validate(
                 deadline=deadline,
                 budget_deadline=None if budget_seconds is None else started + budget_seconds,
                 resources=resources,
+                primary_role=primary_role,
             )
         )
     except OverBudget:
         raise
+    except BundleRefused as exc:
+        # The submission's fault, not the validator's: a finding, so the step fails validation.
+        return ValidationResult(messages=[exc.as_message()], input_refused=True)
     except IntegrityError as exc:
         return ValidationResult(runtime_error=f"an input file changed after the run was created: {exc}")
     except ObjectMissing as exc:
@@ -355,6 +402,16 @@ def execute(
         (time.perf_counter() - validated) * 1000,
     )
     result.messages.extend(notes)
+    # Assertions speak of results: a run error or a refused submission has none to speak of.
+    if result.runtime_error is None and not result.input_refused:
+        result.messages.extend(
+            check_assertions(
+                envelope.assertions,
+                result,
+                prior_steps=envelope.prior_steps,
+                submission=envelope.input_files[0] if envelope.input_files else None,
+            )
+        )
     output = build_output(assignment, result, started_at=started_at, settings=settings, artifacts=artifacts)
     data = output.to_bytes()
     stored = write_output(objects, assignment, data, settings)

@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     max_submission_bytes: int = Field(default=10 * MIB, gt=0)
     # In UTF-8 bytes, what file systems count: 255 is the usual limit for one path component.
     max_filename_bytes: int = Field(default=200, gt=0, le=255)
+    # A .zip submission unpacked into a workflow's input roles (DESIGN §12; jobs/bundles.py) is refused whole past
+    # any of these, before anything is written where the header declares it and on the bytes really unpacked where
+    # the header lies: members in its central directory, bytes unpacked in all, and how many times its compressed
+    # size one member may unpack to (members under 1 MiB are exempt from the ratio: they cannot be bombs).
+    max_bundle_members: int = Field(default=1000, gt=0)
+    max_bundle_bytes: int = Field(default=256 * MIB, gt=0)
+    max_bundle_ratio: float = Field(default=100.0, ge=1)
     max_envelope_bytes: int = Field(default=4 * MIB, gt=0)
     max_messages_per_output: int = Field(default=10_000, gt=0)
     # What one output may put into Firestore; a validator's text is shortened to these, anything else over them

@@ -81,6 +81,8 @@ class ValidationResult:
     artifacts: list[ArtifactFile] = field(default_factory=list)
     runtime_error: str | None = None
     timed_out: bool = False
+    # The submission itself was refused (a bundle that cannot be unpacked safely): the finding says why.
+    input_refused: bool = False
 
     @property
     def status(self) -> EnvelopeStatus:

