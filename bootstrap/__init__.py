@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from functions.operations import Operations
     from functions.pipeline import Pipeline
     from functions.stage import StageContext
+    from functions.workflows import Workflows
     from jobs.launchers.base import Launcher
 
 
@@ -167,6 +168,13 @@ class Services:
         from functions.pipeline import Pipeline
 
         return Pipeline.wired(self.stage_context)
+
+    @cached_property
+    def workflows(self) -> Workflows:
+        """Applying workflow files: their resource files stored, their versions committed."""
+        from functions.workflows import Workflows
+
+        return Workflows(self.stage_context)
 
     @cached_property
     def operations(self) -> Operations:

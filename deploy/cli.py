@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import os
 import shlex
@@ -17,10 +18,13 @@ from bootstrap import Services
 from deploy.fmu_build import build_fmu
 from deploy.provision import DEMO_ORG
 from deploy.stack import LocalStack, Ports, PrerequisiteMissing, emulator_env, with_local_signing_secret
-from schemas.documents import RunDoc
+from deploy.workflow_files import WorkflowSource, check_file, dump, exported, workflow_paths
+from functions.workflows import WorkflowProblem
+from schemas.documents import RunDoc, WorkflowDoc
 from schemas.enums import RunStatus
 from schemas.paths import inbox_object, run_id_for
 from schemas.settings import Settings
+from schemas.workflow_file import WorkflowFile
 from store.ports import RunReads
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -245,3 +249,98 @@ def bench(samples: int, burst: int, energyplus_samples: int, log_dir: Path) -> N
     from deploy.bench import run_benchmark
 
     click.echo(run_benchmark(samples, burst, energyplus_samples, log_dir.resolve()))
+
+
+@main.group()
+def workflows() -> None:
+    """Workflows as files (DESIGN §12): apply, list, show, export, validate, and the file format's JSON Schema."""
+
+
+def _report(problems: list[WorkflowProblem]) -> None:
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+
+
+@workflows.command("validate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def workflows_validate(paths: tuple[Path, ...]) -> None:
+    """Check workflow files offline (no stack needed): every problem, with file, step and field; exit 2 if any."""
+    failed = False
+    for path in workflow_paths(list(paths)):
+        checked, problems = check_file(path)
+        _report(problems)
+        failed = failed or checked is None
+        if checked is not None:
+            click.echo(f"ok  {path}  ({checked.file.org}/{checked.file.slug}, {len(checked.file.steps)} steps)")
+    sys.exit(2 if failed else 0)
+
+
+@workflows.command("apply")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def workflows_apply(paths: tuple[Path, ...]) -> None:
+    """Apply workflow files (or folders of them): unchanged content is a no-op, changed content a new version.
+    Nothing is applied when any file has a problem (exit 2)."""
+    files = workflow_paths(list(paths))
+    checked = [(path, *check_file(path)) for path in files]
+    problems = [problem for _, _, found in checked for problem in found]
+    if problems:
+        _report(problems)
+        sys.exit(2)
+    services = Services.from_environment()
+    _use_local_emulators_by_default(services.settings)
+    for path, workflow, _ in checked:
+        assert workflow is not None
+        try:
+            applied = services.workflows.apply(workflow, WorkflowSource(path).read)
+        except LookupError as exc:
+            click.echo(f"error: {path}: {exc.args[0]}", err=True)
+            sys.exit(2)
+        state = "applied" if applied.changed else "unchanged"
+        click.echo(f"{state}  {workflow.file.org}/{applied.slug}  version {applied.version}")
+
+
+@workflows.command("list")
+@click.option("--org", default=DEMO_ORG, show_default=True)
+def workflows_list(org: str) -> None:
+    """The org's workflows: slug, current version, steps, name."""
+    services = Services.from_environment()
+    _use_local_emulators_by_default(services.settings)
+    for workflow in services.run_store.workflows(org):
+        steps = ", ".join(f"{step.key} ({step.validator})" for step in workflow.steps)
+        click.echo(f"{workflow.slug}  v{workflow.version}  {workflow.name}  [{steps}]")
+
+
+def _version(org: str, slug: str, version: int | None) -> WorkflowDoc:
+    services = Services.from_environment()
+    _use_local_emulators_by_default(services.settings)
+    store = services.run_store
+    found = store.workflow(org, slug) if version is None else store.workflow_version(org, slug, version)
+    if found is None:
+        click.echo(f"error: no workflow {org}/{slug}" + (f" version {version}" if version else ""), err=True)
+        sys.exit(2)
+    return found
+
+
+@workflows.command("show")
+@click.argument("slug")
+@click.option("--org", default=DEMO_ORG, show_default=True)
+@click.option("--version", "version", type=int, help="A past version (default: the current one).")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of YAML.")
+def workflows_show(slug: str, org: str, version: int | None, as_json: bool) -> None:
+    """A version as stored: its number, when it was applied, its steps with their pinned resource files."""
+    click.echo(dump(_version(org, slug, version).model_dump(mode="json", exclude_none=True), as_json), nl=False)
+
+
+@workflows.command("export")
+@click.argument("slug")
+@click.option("--org", default=DEMO_ORG, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of YAML.")
+def workflows_export(slug: str, org: str, as_json: bool) -> None:
+    """The current version as a workflow file (resource files are named, not included)."""
+    click.echo(dump(exported(_version(org, slug, None)), as_json), nl=False)
+
+
+@workflows.command("schema")
+def workflows_schema() -> None:
+    """The JSON Schema of the workflow file format."""
+    click.echo(json.dumps(WorkflowFile.model_json_schema(), indent=2))

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from importlib import resources
+from pathlib import Path
 
 from google.api_core import exceptions as gexc
 from google.protobuf import duration_pb2
 
 from bootstrap import Services
-from jobs.registry import get_validator
-from jobs.validators.base import parse_config
-from schemas.changes import Write, org_path, workflow_path
+from deploy.workflow_files import check_file, workflow_paths
+from functions.workflows import plan_apply, version_writes, workflow_doc
+from schemas.changes import Write, org_path
 from schemas.documents import OrgDoc, WorkflowDoc
 from schemas.settings import Settings
 from store.ports import RunStore
@@ -85,24 +84,27 @@ def _ignore_exists(create: Callable[[], object]) -> None:
         pass
 
 
+DEMO_WORKFLOWS = Path(__file__).resolve().parent.parent / "examples" / "workflows"
+
+
 def demo_workflows() -> list[WorkflowDoc]:
-    seed = resources.files("deploy") / "seed"
+    """The demo org's workflows, from their files in examples/workflows/ (they have no resource files)."""
     workflows = []
-    for entry in sorted(seed.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".workflow.json"):
-            workflow = WorkflowDoc.model_validate(json.loads(entry.read_text()))
-            for step in workflow.steps:
-                parse_config(get_validator(step.validator), step.config)
-            workflows.append(workflow)
+    for path in workflow_paths([DEMO_WORKFLOWS]):
+        checked, problems = check_file(path)
+        if checked is None:
+            raise ValueError("; ".join(str(problem) for problem in problems))
+        workflows.append(workflow_doc(checked, {}, version=1))
     return workflows
 
 
 def seed_demo(store: RunStore) -> list[WorkflowDoc]:
+    """The demo org, and its workflows applied: a new version only where a file changed since the last start."""
+    store.commit([Write(org_path(DEMO_ORG), OrgDoc(name="Demo organization", created_at=datetime.now(UTC)), "upsert")])
     workflows = demo_workflows()
-    store.commit(
-        [
-            Write(org_path(DEMO_ORG), OrgDoc(name="Demo organization", created_at=datetime.now(UTC)), "upsert"),
-            *(Write(workflow_path(w.org, w.slug), w, "upsert") for w in workflows),
-        ]
-    )
+    for workflow in workflows:
+        current = store.workflow_head(workflow.org, workflow.slug)
+        version = plan_apply(current, workflow, datetime.now(UTC))
+        if version is not None:
+            store.commit(version_writes(current, version))
     return workflows

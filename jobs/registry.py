@@ -31,3 +31,26 @@ def get_validator(validator_id: str) -> Validator:
     module, name = target.split(":")
     validator: Validator = getattr(importlib.import_module(module), name)()
     return validator
+
+
+# Config keys whose string value names one of the step's resource files (read relative to the workflow file when it
+# is applied). Every validator's `resources` key, a list of names or globs, is one too.
+RESOURCE_FIELDS: dict[str, tuple[str, ...]] = {"json-schema": ("schema",)}
+
+# What a validator reports as `o.<name>` (metrics and outputs), where that is known before it runs: an assertion
+# naming anything else is an apply-time error. Validators not listed are not checked.
+KNOWN_RESULTS: dict[str, frozenset[str]] = {
+    "json-schema": frozenset({"schema_violations"}),
+    "energyplus": frozenset(
+        {
+            "site_electricity",
+            "site_natural_gas",
+            "site_eui",
+            "unmet_heating_hours",
+            "unmet_cooling_hours",
+            "conditioned_area",
+            "simulated",
+            "returncode",
+        }
+    ),
+}

@@ -41,6 +41,10 @@ def workflow_path(org: str, slug: str) -> DocPath:
     return ("workflows", f"{org}.{slug}")
 
 
+def workflow_version_path(org: str, slug: str, version: int) -> DocPath:
+    return (*workflow_path(org, slug), "versions", f"{version:04d}")
+
+
 def org_path(org: str) -> DocPath:
     return ("orgs", org)
 

@@ -16,7 +16,7 @@ from schemas.enums import (
     Severity,
     StepStatus,
 )
-from schemas.envelopes import Artifact, AssertionSpec, Counts, FileRef, Location, Metric
+from schemas.envelopes import Artifact, AssertionSpec, Counts, FileRef, InputRole, Location, Metric
 from schemas.paths import SLUG_PATTERN
 
 
@@ -61,10 +61,11 @@ class WorkflowDoc(Document):
     fail_policy: Literal["stop", "continue"] = "stop"
     retention: Retention = Retention()
     limits: WorkflowLimits = WorkflowLimits()
-    # Roles a .zip submission is unpacked into, each with the glob patterns of its member's name.
-    inputs: dict[str, list[str]] = {}
+    # Roles a .zip submission is unpacked into, in the order declared (a list: Firestore keeps a map's keys sorted).
+    inputs: list[InputRole] = []
     # The sha256 of the applied content: applying the same content again is a no-op.
     content_sha256: str | None = None
+    applied_at: datetime | None = None
 
 
 class WorkflowSnapshot(Document):
@@ -75,7 +76,7 @@ class WorkflowSnapshot(Document):
     fail_policy: Literal["stop", "continue"] = "stop"
     steps: list[StepSpec]
     retention: Retention = Retention()
-    inputs: dict[str, list[str]] = {}
+    inputs: list[InputRole] = []
 
 
 class OrgDoc(Document):

@@ -53,6 +53,13 @@ class FileRef(Strict):
     generation: int | None = None
 
 
+class InputRole(Strict):
+    """A role of a multi-file submission (DESIGN §12) and the glob patterns of its member's name."""
+
+    role: str = Field(pattern=f"^{SLUG_PATTERN}$")
+    patterns: list[str] = Field(default=[], max_length=20)
+
+
 class AssertionSpec(Strict):
     """A CEL expression over a step's results (DESIGN §12); false is a finding coded with its id."""
 
@@ -81,8 +88,9 @@ class InputEnvelope(Strict):
     input_files: list[FileRef]
     resource_files: list[FileRef] = []
     inputs: dict[str, Any] = {}
-    # The workflow's roles for a .zip submission (role → glob patterns); empty: the submission is one file.
-    input_roles: dict[str, list[str]] = {}
+    # The workflow's roles for a .zip submission, in the order declared (the first is the one validated); empty:
+    # the submission is one file.
+    input_roles: list[InputRole] = []
     # Checked by the runtime after the validator, wherever it runs (DESIGN §12).
     assertions: list[AssertionSpec] = []
     # Earlier steps' results by step key (their metrics by name, and outputs), for assertions' `steps.<key>`.

@@ -81,6 +81,11 @@ def inbox_object(org: str, workflow: str, filename: str) -> str:
     return f"inbox/{org}/{workflow}/{filename}"
 
 
+def resource_object(org: str, sha256: str, name: str) -> str:
+    """A workflow's resource file, content-addressed: `name` is its path relative to the workflow file."""
+    return f"resources/{org}/{sha256}/{name}"
+
+
 def submission_object(org: str, run_id: str, filename: str) -> str:
     return f"runs/{org}/{run_id}/submission/{filename}"
 

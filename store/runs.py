@@ -22,6 +22,7 @@ from schemas.changes import (
     run_path,
     step_path,
     workflow_path,
+    workflow_version_path,
 )
 from schemas.documents import AttemptDoc, OrgDoc, ReceiptDoc, RunDoc, StepDoc, WorkflowDoc
 from schemas.enums import AttemptState, ReceiptStatus, RunStatus
@@ -49,6 +50,16 @@ class FirestoreRunStore:
 
     def workflow(self, org: str, slug: str) -> WorkflowDoc | None:
         return read_doc(self._db, workflow_path(org, slug), WorkflowDoc)
+
+    def workflow_head(self, org: str, slug: str) -> Versioned[WorkflowDoc] | None:
+        return read_versioned(self._db, workflow_path(org, slug), WorkflowDoc)
+
+    def workflow_version(self, org: str, slug: str, version: int) -> WorkflowDoc | None:
+        return read_doc(self._db, workflow_version_path(org, slug, version), WorkflowDoc)
+
+    def workflows(self, org: str) -> list[WorkflowDoc]:
+        query = self._db.collection("workflows").where(filter=FieldFilter("org", "==", org))
+        return sorted((WorkflowDoc.model_validate(s.to_dict()) for s in query.stream()), key=lambda w: w.slug)
 
     def run(self, run_id: str) -> Versioned[RunDoc] | None:
         return read_versioned(self._db, run_path(run_id), RunDoc)

@@ -41,6 +41,7 @@ from schemas.changes import (
     run_path,
     step_path,
     workflow_path,
+    workflow_version_path,
 )
 from schemas.documents import AttemptDoc, FindingDoc, OrgDoc, ReceiptDoc, RunDoc, StepDoc, WorkflowDoc
 from schemas.enums import AttemptState, JobStatus, ReceiptStatus, RunStatus
@@ -100,6 +101,18 @@ class FakeRunStore:
 
     def workflow(self, org: str, slug: str) -> WorkflowDoc | None:
         return self._doc(workflow_path(org, slug), WorkflowDoc)
+
+    def workflow_head(self, org: str, slug: str) -> Versioned[WorkflowDoc] | None:
+        return self._read(workflow_path(org, slug), WorkflowDoc)
+
+    def workflow_version(self, org: str, slug: str, version: int) -> WorkflowDoc | None:
+        return self._doc(workflow_version_path(org, slug, version), WorkflowDoc)
+
+    def workflows(self, org: str) -> list[WorkflowDoc]:
+        found = self.collection("workflows")
+        return sorted(
+            (WorkflowDoc.model_validate(data) for data in found.values() if data["org"] == org), key=lambda w: w.slug
+        )
 
     def run(self, run_id: str) -> Versioned[RunDoc] | None:
         return self._read(run_path(run_id), RunDoc)

@@ -8,12 +8,15 @@ The drivers deliver finalize events to a Pipeline the way the platform does, one
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
+import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +29,7 @@ from functions.pipeline import Pipeline
 from functions.stage import Handled, Outcome
 from schemas.changes import Write, workflow_path
 from schemas.documents import AttemptDoc, RunDoc, StepSpec, WorkflowDoc
-from schemas.envelopes import OutputEnvelope
+from schemas.envelopes import InputRole, OutputEnvelope
 from schemas.objects import ObjectFinalized
 from schemas.paths import attempt_id_for, inbox_object, parse_gs_uri, run_id_for
 from schemas.settings import Settings
@@ -297,3 +300,28 @@ def isolated_harness(settings: Settings, **overrides: object) -> Harness:
     provision(services, None)
     seed_demo(services.run_store)
     return Harness(services)
+
+
+# -- Bundles: .zip submissions unpacked into a workflow's input roles ------------------------------------------
+
+# The roles of an EnergyPlus workflow that takes its weather from the submission (DESIGN §12).
+ENERGYPLUS_ROLES = {"model": ["*.idf", "*.epJSON"], "weather": ["*.epw"]}
+# A TMY3 weather file the EnergyPlus package ships, far from the Golden, CO the example models are set in.
+SAN_FRANCISCO_EPW = "USA_CA_San.Francisco.Intl.AP.724940_TMY3.epw"
+
+
+def zip_bytes(members: list[tuple[str | zipfile.ZipInfo, bytes]], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """A zip archive of `members` in order: a name, or a ZipInfo for what a name cannot say (a symlink's mode)."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # zipfile warns of a duplicate name; tests write them on purpose.
+        warnings.simplefilter("ignore", UserWarning)
+        with zipfile.ZipFile(buffer, "w", compression) as archive:
+            for member, data in members:
+                archive.writestr(member, data)
+    return buffer.getvalue()
+
+
+def as_input_roles(roles: dict[str, list[str]]) -> list[InputRole]:
+    """A workflow's `inputs` as a workflow file writes them (role → patterns), in the form documents keep."""
+    return [InputRole(role=role, patterns=patterns) for role, patterns in roles.items()]

@@ -334,9 +334,11 @@ def plan_ingest(
         }
     )
     cancelled = status == EnvelopeStatus.CANCELLED
+    # What later steps' assertions read as steps.<key>: the same `o` this step's own assertions saw.
+    results = {**output.outputs, **{metric.name: metric.value for metric in output.metrics}}
     folded = after_step(
         path.run_id,
-        doc,
+        doc.model_copy(update={"step_results": {**doc.step_results, current.step_key: results}}),
         StepOutcome(current.step, counts, problem, halt=cancelled, cancelled=cancelled),
         now=now,
         next_terms=NextAttemptTerms(next_callback_id, settings),

@@ -115,6 +115,7 @@ def plan_intake(
                 fail_policy=workflow.fail_policy,
                 steps=workflow.steps,
                 retention=workflow.retention,
+                inputs=workflow.inputs,
             ),
             "current_step": 1,
         }
