@@ -15,6 +15,10 @@ REGISTERED = {
     "json-schema": "jobs.validators.json_schema:JsonSchemaValidator",
     "energyplus": "jobs.validators.energyplus:EnergyPlusValidator",
     "fmu": "jobs.validators.fmu:FmuValidator",
+    "xml-schema": "jobs.validators.xml_schema:XmlSchemaValidator",
+    "schematron": "jobs.validators.schematron:SchematronValidator",
+    "tabular": "jobs.validators.tabular:TabularValidator",
+    "shacl": "jobs.validators.shacl:ShaclValidator",
 }
 
 
@@ -35,7 +39,13 @@ def get_validator(validator_id: str) -> Validator:
 
 # Config keys whose string value names one of the step's resource files (read relative to the workflow file when it
 # is applied). Every validator's `resources` key, a list of names or globs, is one too.
-RESOURCE_FIELDS: dict[str, tuple[str, ...]] = {"json-schema": ("schema",)}
+RESOURCE_FIELDS: dict[str, tuple[str, ...]] = {
+    "json-schema": ("schema",),
+    "xml-schema": ("schema",),
+    "schematron": ("rules",),
+    "tabular": ("schema",),
+    "shacl": ("shapes",),
+}
 
 # What a validator reports as `o.<name>` (metrics and outputs), where that is known before it runs: an assertion
 # naming anything else is an apply-time error. Validators not listed are not checked.
