@@ -51,6 +51,7 @@ RESOURCE_FIELDS: dict[str, tuple[str, ...]] = {
 # naming anything else is an apply-time error. Validators not listed are not checked.
 KNOWN_RESULTS: dict[str, frozenset[str]] = {
     "json-schema": frozenset({"schema_violations"}),
+    "tabular": frozenset({"rows", "columns", "errors"}),
     "energyplus": frozenset(
         {
             "site_electricity",
