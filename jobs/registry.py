@@ -52,6 +52,7 @@ RESOURCE_FIELDS: dict[str, tuple[str, ...]] = {
 KNOWN_RESULTS: dict[str, frozenset[str]] = {
     "json-schema": frozenset({"schema_violations"}),
     "tabular": frozenset({"rows", "columns", "errors"}),
+    "xml-schema": frozenset({"schema_errors", "elements"}),
     "energyplus": frozenset(
         {
             "site_electricity",
