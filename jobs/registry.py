@@ -53,6 +53,7 @@ KNOWN_RESULTS: dict[str, frozenset[str]] = {
     "json-schema": frozenset({"schema_violations"}),
     "tabular": frozenset({"rows", "columns", "errors"}),
     "xml-schema": frozenset({"schema_errors", "elements"}),
+    "shacl": frozenset({"conforms", "violations", "warnings", "infos", "triples"}),
     "energyplus": frozenset(
         {
             "site_electricity",
