@@ -54,6 +54,7 @@ KNOWN_RESULTS: dict[str, frozenset[str]] = {
     "tabular": frozenset({"rows", "columns", "errors"}),
     "xml-schema": frozenset({"schema_errors", "elements"}),
     "shacl": frozenset({"conforms", "violations", "warnings", "infos", "triples"}),
+    "schematron": frozenset({"failed_asserts", "successful_reports", "fired_rules"}),
     "energyplus": frozenset(
         {
             "site_electricity",
