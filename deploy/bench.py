@@ -35,6 +35,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 
 from bootstrap import Services
+from deploy.bench_family import family_figures
 from deploy.bench_floor import FLOOR_COLLECTION, FLOOR_PREFIX, floor_doc_id
 from deploy.provision import DEMO_ORG, push_endpoint
 from deploy.stack import LocalStack, Ports
@@ -178,6 +179,15 @@ class Bench:
         )
         workflow = WorkflowDoc(org=DEMO_ORG, slug=ENERGYPLUS_WORKFLOW, name="EnergyPlus benchmark", steps=[step])
         self.store.commit([Write(workflow_path(DEMO_ORG, ENERGYPLUS_WORKFLOW), workflow, "upsert")])
+
+    def pipeline_ms(self, workflow: str, filename: str, data: bytes) -> float:
+        """Upload → verdict of one submission to `workflow`, whatever the verdict."""
+        name = inbox_object(DEMO_ORG, workflow, f"{uuid.uuid4().hex[:8]}-{filename}")
+        started, generation = self.upload(name, data, "application/octet-stream")
+        found = self.verdict(run_id_for(self.settings.inbox_bucket, name, generation), SIMULATION_POLL_SECONDS)
+        if found.ended_at is None or found.status not in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+            raise RuntimeError(f"the {workflow} bench run ended {found.status}: {found.error}")
+        return (found.ended_at.timestamp() - started) * 1000
 
     def energyplus_pipeline_ms(self) -> float:
         name = inbox_object(DEMO_ORG, ENERGYPLUS_WORKFLOW, f"bench-{uuid.uuid4().hex}.idf")
@@ -364,6 +374,7 @@ def run_benchmark(samples: int, burst: int, energyplus_samples: int, log_dir: Pa
         for _ in range(energyplus_samples):
             direct_ms.append(energyplus_direct_ms())
             pipeline_ms.append(bench.energyplus_pipeline_ms())
+        family = family_figures(stack.services.workflows.apply, bench.pipeline_ms)
         small_verdict_s, large_span_s, large_counted = bench.fairness()
     finally:
         stack.stop()
@@ -394,6 +405,7 @@ def run_benchmark(samples: int, burst: int, energyplus_samples: int, log_dir: Pa
             "energyplus_pipeline_p50_ms": round(statistics.median(pipeline_ms), 1),
             "energyplus_overhead_ms": round(statistics.median(pipeline_ms) - statistics.median(direct_ms), 1),
             "energyplus_overhead_ratio": round(statistics.median(pipeline_ms) / statistics.median(direct_ms), 3),
+            **family,
             "fairness_large_documents": FAIRNESS_LARGE,
             "fairness_large_mb": round(len(LARGE_DOCUMENT) / 1e6, 1),
             "fairness_small_verdict_s": round(small_verdict_s, 2),

@@ -82,7 +82,7 @@ def up(
             for file, workflow in _demo_submissions(stack.log_dir.parent):
                 _upload(stack.services, file, DEMO_ORG, workflow)
         stack.start_ticker()
-        _print_ready(stack, settings, [w.slug for w in workflows])
+        _print_ready(stack, settings, workflows)
         while (failed := stack.supervisor.first_failure()) is None:
             time.sleep(0.5)
         click.echo(f"{failed.name} exited ({failed.process.returncode}); see {failed.log_path}. Stopping.", err=True)

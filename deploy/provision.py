@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,12 +13,14 @@ from google.api_core import exceptions as gexc
 from google.protobuf import duration_pb2
 
 from bootstrap import Services
-from deploy.workflow_files import check_file, workflow_paths
-from functions.workflows import plan_apply, version_writes, workflow_doc
+from deploy.workflow_files import WorkflowSource, check_file, workflow_paths
+from functions.workflows import Workflows
 from schemas.changes import Write, org_path
-from schemas.documents import OrgDoc, WorkflowDoc
+from schemas.documents import OrgDoc
 from schemas.settings import Settings
 from store.ports import RunStore
+
+log = logging.getLogger("validibot.provision")
 
 DEMO_ORG = "demo"
 # Redelivery is the retry for transient faults (an emulator or API briefly away): a handler that raised is tried
@@ -87,24 +92,42 @@ def _ignore_exists(create: Callable[[], object]) -> None:
 DEMO_WORKFLOWS = Path(__file__).resolve().parent.parent / "examples" / "workflows"
 
 
-def demo_workflows() -> list[WorkflowDoc]:
-    """The demo org's workflows, from their files in examples/workflows/ (they have no resource files)."""
-    workflows = []
-    for path in workflow_paths([DEMO_WORKFLOWS]):
-        checked, problems = check_file(path)
-        if checked is None:
-            raise ValueError("; ".join(str(problem) for problem in problems))
-        workflows.append(workflow_doc(checked, {}, version=1))
-    return workflows
+CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+# Demo workflows whose resource files come from the corpora: (workflow file, {folder in it: corpus folder}).
+CORPUS_WORKFLOWS = [
+    (
+        DEMO_WORKFLOWS.parent / "corpus-workflows" / "ubl-invoice.yaml",
+        {"ubl": CORPORA / "xml" / "ubl-2.1-xsd" / "xsd", "en16931": CORPORA / "xml" / "en16931-ubl" / "ubl" / "xslt"},
+    )
+]
 
 
-def seed_demo(store: RunStore) -> list[WorkflowDoc]:
-    """The demo org, and its workflows applied: a new version only where a file changed since the last start."""
+def _apply_file(path: Path, workflows: Workflows) -> str:
+    checked, problems = check_file(path)
+    if checked is None:
+        raise ValueError("; ".join(str(problem) for problem in problems))
+    return workflows.apply(checked, WorkflowSource(path).read).slug
+
+
+def _apply_corpus_workflows(workflows: Workflows) -> list[str]:
+    """Each corpus workflow applied from a temporary folder holding its file and its corpus folders: applying
+    stores and pins the resource files, so nothing of the corpora is kept in the project."""
+    slugs = []
+    for path, folders in CORPUS_WORKFLOWS:
+        if not all(source.is_dir() for source in folders.values()):
+            log.info("%s left out: its corpus is not in %s", path.name, CORPORA)
+            continue
+        with tempfile.TemporaryDirectory(prefix="validibot-corpus-workflow-") as scratch:
+            for name, source in folders.items():
+                shutil.copytree(source, Path(scratch) / name)
+            shutil.copy(path, Path(scratch) / path.name)
+            slugs.append(_apply_file(Path(scratch) / path.name, workflows))
+    return slugs
+
+
+def seed_demo(store: RunStore, workflows: Workflows) -> list[str]:
+    """The demo org, and its workflow files in examples/workflows/ applied with their resource files: a new version
+    only where a file changed since the last start. Returns their slugs."""
     store.commit([Write(org_path(DEMO_ORG), OrgDoc(name="Demo organization", created_at=datetime.now(UTC)), "upsert")])
-    workflows = demo_workflows()
-    for workflow in workflows:
-        current = store.workflow_head(workflow.org, workflow.slug)
-        version = plan_apply(current, workflow, datetime.now(UTC))
-        if version is not None:
-            store.commit(version_writes(current, version))
-    return workflows
+    slugs = [_apply_file(path, workflows) for path in workflow_paths([DEMO_WORKFLOWS])]
+    return slugs + _apply_corpus_workflows(workflows)

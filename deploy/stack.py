@@ -28,7 +28,6 @@ from bootstrap import Services
 from deploy.provision import provision, seed_demo
 from events.publish import publish_tick
 from jobs.launchers.processes import ProcessStat, process_stats
-from schemas.documents import WorkflowDoc
 from schemas.settings import Settings
 from schemas.signing import SIGNING_SECRET_ENV
 
@@ -292,15 +291,15 @@ class LocalStack:
     def web_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.web}"
 
-    def start(self, *, functions: bool = True, web: bool = True) -> list[WorkflowDoc]:
+    def start(self, *, functions: bool = True, web: bool = True) -> list[str]:
         """Emulators, then (optionally) the pipeline behind its push subscription and the web; provisioned and
-        seeded. Points this process's clients at the emulators too. Returns the seeded workflows."""
+        seeded. Points this process's clients at the emulators too. Returns the demo workflows' slugs."""
         self.start_emulators()
         os.environ.update(self.env)
         if functions:
             self.start_functions()
         provision(self.services, self.functions_url if functions else None)
-        workflows = seed_demo(self.services.run_store)
+        workflows = seed_demo(self.services.run_store, self.services.workflows)
         if web:
             self.start_web()
         return workflows

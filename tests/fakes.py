@@ -23,9 +23,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from deploy.provision import demo_workflows
+from deploy.provision import seed_demo
 from functions.pipeline import Pipeline
 from functions.stage import StageContext
+from functions.workflows import Workflows
 from jobs.launchers.base import ExecutionState, LauncherBusy, LaunchResult
 from jobs.launchers.inline import InlineLauncher
 from jobs.runtime import Assignment
@@ -499,12 +500,8 @@ class FakeWorld(Driver):
                 clock=self.clock,
             )
         )
-        self.fake_store.commit(
-            [
-                Write(org_path("demo"), OrgDoc(name="Demo organization", created_at=self.clock()), "upsert"),
-                *(Write(workflow_path(w.org, w.slug), w, "upsert") for w in demo_workflows()),
-            ]
-        )
+        # The demo workflows as `validibot up` applies them, resource files and all.
+        seed_demo(self.fake_store, Workflows(self.pipeline.context))
 
     def upload(
         self,

@@ -298,7 +298,7 @@ def isolated_harness(settings: Settings, **overrides: object) -> Harness:
     )
     services = Services(own)
     provision(services, None)
-    seed_demo(services.run_store)
+    seed_demo(services.run_store, services.workflows)
     return Harness(services)
 
 
