@@ -95,5 +95,6 @@ class Operations:
             submission.generation,
             gs_uri(settings.inbox_bucket, name),
             metadata={RERUN_OF_METADATA_KEY: run_id},
+            content_type=submission.content_type,
         )
         return run_id_for(settings.inbox_bucket, name, stored.generation)

@@ -22,8 +22,13 @@ from schemas.paths import gs_uri, resource_object
 from schemas.workflow_file import StepFile, WorkflowFile
 from store.ports import Conflict, ObjectConflict
 
-# Resolves a resource name or glob (relative to the workflow file) to the names of the files it matches.
+# Resolves a resource name or glob (relative to the workflow file) to the names of the files it matches; raises
+# ResourceRefused for a pattern or a file that cannot be one.
 FindResources = Callable[[str], list[str]]
+
+
+class ResourceRefused(ValueError):
+    pass
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,11 @@ def _step_resources(source: str, step: StepFile, find: FindResources, problems: 
         wanted.append((f"config.resources[{index}]", str(pattern)))
     names: list[str] = []
     for where, pattern in wanted:
-        found = find(pattern)
+        try:
+            found = find(pattern)
+        except ResourceRefused as exc:
+            problems.append(WorkflowProblem(source, str(exc), step.key, where))
+            continue
         if not found:
             problems.append(
                 WorkflowProblem(source, f"no resource file {pattern!r} next to the workflow file", step.key, where)

@@ -100,7 +100,7 @@ def _check(assertion: AssertionSpec, activation: dict[str, Any], seconds: float)
             text = _message(assertion, activation)
     except AssertionTimeout:
         return _cannot(assertion, f"it took longer than {seconds:g} s to evaluate")
-    except (CELEvalError, CELParseError, TypeError, ValueError) as exc:
+    except Exception as exc:  # CEL's own errors, and whatever else an expression makes its evaluator raise
         return _cannot(assertion, _reason(exc))
     return Message(severity=assertion.severity, code=assertion.id, text=text)
 
@@ -118,9 +118,20 @@ def _evaluate(expr: str, activation: dict[str, Any]) -> Any:
 
 
 def _message(assertion: AssertionSpec, activation: dict[str, Any]) -> str:
+    """The message with its placeholders rendered; one that cannot be says so in place, and the finding keeps the
+    assertion's own severity (the assertion was evaluated: only its message is incomplete)."""
     if assertion.message is None:
         return f"assertion {assertion.id!r} does not hold: {assertion.expr}"
-    return _PLACEHOLDER.sub(lambda match: _render(_evaluate(match.group(1).strip(), activation)), assertion.message)
+
+    def render(match: re.Match[str]) -> str:
+        try:
+            return _render(_evaluate(match.group(1).strip(), activation))
+        except AssertionTimeout:
+            raise
+        except Exception as exc:
+            return f"<{match.group(1).strip()}: {_reason(exc)}>"
+
+    return _PLACEHOLDER.sub(render, assertion.message)
 
 
 def _placeholders(message: str | None) -> list[str]:

@@ -111,9 +111,13 @@ class GcsObjectStore:
         blob = self._client.bucket(bucket).get_blob(name, generation=generation)
         return None if blob is None else _stored(uri, blob)
 
-    def copy_version(self, uri: str, generation: int, dest_uri: str, metadata: dict[str, str]) -> StoredObject:
+    def copy_version(
+        self, uri: str, generation: int, dest_uri: str, metadata: dict[str, str], content_type: str | None
+    ) -> StoredObject:
         source, dest = self._blob(uri, generation), self._blob(dest_uri)
+        # A rewrite whose destination names some metadata copies only what it names: the content type too.
         dest.metadata = metadata
+        dest.content_type = content_type or "application/octet-stream"
         try:
             token, _, _ = dest.rewrite(source)
             while token is not None:  # large objects are copied in several calls

@@ -179,7 +179,9 @@ class ObjectStore(Protocol):
         """The live version (or exactly `generation`), None when there is no such version."""
         ...
 
-    def copy_version(self, uri: str, generation: int, dest_uri: str, metadata: dict[str, str]) -> StoredObject:
+    def copy_version(
+        self, uri: str, generation: int, dest_uri: str, metadata: dict[str, str], content_type: str | None
+    ) -> StoredObject:
         """Copy exactly `generation` of `uri` to a new version of `dest_uri` carrying `metadata` (a re-run's
         upload to the inbox, which users overwrite as they please: not create-only)."""
         ...

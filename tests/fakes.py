@@ -319,10 +319,12 @@ class FakeObjectStore:
             if live is not None and generation in (None, live.generation):
                 del self._live[uri]
 
-    def copy_version(self, uri: str, generation: int, dest_uri: str, metadata: dict[str, str]) -> StoredObject:
+    def copy_version(
+        self, uri: str, generation: int, dest_uri: str, metadata: dict[str, str], content_type: str | None
+    ) -> StoredObject:
         source = self._version(uri, generation)
         with self._lock:
-            version = _Version(source.data, next(self._generations), source.content_type, None, metadata=metadata)
+            version = _Version(source.data, next(self._generations), content_type, None, metadata=metadata)
             self._versions.setdefault(dest_uri, []).append(version)
             self._live[dest_uri] = version
         return StoredObject(dest_uri, version.generation, len(source.data), None)

@@ -40,6 +40,12 @@ def plan_launch(
         return None
     if not claimable(current, settings=settings, now=now):
         return None
+    if current.dispatch_tries >= settings.max_dispatch_tries:
+        # Every launch so far failed (each raised, released its claim and was tried again): stop trying.
+        input_problem = (
+            f"no launch took hold in {current.dispatch_tries} claims (VALIDIBOT_MAX_DISPATCH_TRIES); operators have "
+            "the logs"
+        )
     if input_problem is not None:
         return fail_launch(
             run_id,
@@ -186,8 +192,9 @@ def plan_release(
             "dispatched_at": None,
             "timeout_at": None,
             "input_generation": None,
-            # A claim that never started anything does not count against the attempt's tries.
-            "dispatch_tries": doc.dispatch_tries - 1,
+            # A launcher that was only full started nothing: that claim does not count against the attempt's tries
+            # (a fault does, so an attempt whose launch always fails ends at VALIDIBOT_MAX_DISPATCH_TRIES).
+            "dispatch_tries": doc.dispatch_tries - 1 if queued_at is not None else doc.dispatch_tries,
             # Queued again keeps its place: the tick launches queued attempts oldest first.
             "queued_at": doc.queued_at or queued_at,
         }

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from functions.common import Plan
 from functions.maintain.transitions import (
@@ -23,7 +24,7 @@ from functions.maintain.transitions import (
     purge_due_now,
 )
 from functions.stage import Handled, Outcome, StageContext, finalized
-from jobs.launchers.base import ExecutionControl, ExecutionState
+from jobs.launchers.base import ExecutionControl
 from schemas.changes import Versioned
 from schemas.documents import AttemptDoc, ReceiptDoc, RunDoc
 from schemas.enums import AttemptState, ReceiptStatus, RunStatus
@@ -34,6 +35,7 @@ from store.ports import Conflict, Found
 log = logging.getLogger("validibot.maintenance")
 
 TickReport = Counter[str]
+T = TypeVar("T")
 # Every queued attempt has a queued_at after this (an inequality also leaves out the attempts never queued).
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -104,128 +106,179 @@ class MaintainStage:
         stored = self.context.objects.stat(uri)
         return self.redeliver(finalized(stored, "application/json")) if stored is not None else None
 
+    def _ingested(self, attempt: AttemptDoc) -> bool:
+        """The attempt's genuine output, if one was written, handed to INGEST now (its own event may be stuck or
+        lost): True when it is applied (now or before). A rejected output is no verdict: the sweep goes on."""
+        handled = self._redeliver(attempt.expected_output_uri)
+        return handled is not None and handled.outcome in (Outcome.APPLIED, Outcome.DUPLICATE, Outcome.EFFECTS_REPLAYED)
+
+    def _each(self, report: TickReport, found: Iterable[T], act: Callable[[T], str | None]) -> None:
+        """Act on each document found; one that fails is logged and counted, and the sweep goes on with the rest,
+        so a document no code path can handle never holds up those behind it."""
+        for item in found:
+            try:
+                counted = act(item)
+            except Exception:
+                report["document errors"] += 1
+                log.exception("maintenance: %s could not be handled; the next tick tries again", item)
+                continue
+            if counted:
+                report[counted] += 1
+
     # -- the sweeps ------------------------------------------------------------------------------------------
 
     def _leases(self, report: TickReport) -> None:
         """Claims lost with their function (DISPATCHING past the lease): back to the queue, or failed."""
         now, settings = self.context.clock(), self.context.settings
         cutoff = now - timedelta(seconds=settings.dispatch_lease_seconds)
-        for found in self.context.store.attempts_in(
-            AttemptState.DISPATCHING, "dispatched_at", before=cutoff, limit=self._batch
-        ):
+
+        def release(found: Found[AttemptDoc]) -> str | None:
             # An inline run that wrote its verdict before its function was lost: ingest it, do not run it again.
-            if self._redeliver(found.doc.expected_output_uri) is not None:
-                report["outputs ingested"] += 1
-                continue
+            if self._ingested(found.doc):
+                return "outputs ingested"
             loaded = self._attempt_and_run(found)
             if loaded is None:
-                continue
+                return None
             run_id, attempt_id, run = loaded
             plan = plan_lease_expired(run_id, attempt_id, run=run, attempt=found.found, settings=settings, now=now)
-            if self._commit(plan):
-                report["leases released" if plan and not plan.effects.events else "leases failed"] += 1
+            if not self._commit(plan):
+                return None
+            return "leases released" if plan and not plan.effects.events else "leases failed"
+
+        found = self.context.store.attempts_in(
+            AttemptState.DISPATCHING, "dispatched_at", before=cutoff, limit=self._batch
+        )
+        self._each(report, found, release)
 
     def _queue(self, report: TickReport) -> None:
         """Attempts left queued by a full launcher, oldest first, until the launcher is full again."""
         for found in self.context.store.attempts_in(
             AttemptState.SCHEDULED, "queued_at", after=EPOCH, limit=self._batch
         ):
-            handled = self._redeliver(found.doc.input_uri)
-            if handled is None:
+            try:
+                handled = self._redeliver(found.doc.input_uri)
+            except Exception:
+                report["document errors"] += 1
+                log.exception("maintenance: queued attempt %s could not be launched", found.path)
                 continue
-            if handled.outcome == Outcome.QUEUED:
+            if handled is not None and handled.outcome == Outcome.QUEUED:
                 break
-            report["queued launched"] += 1
+            if handled is not None:
+                report["queued launched"] += 1
 
     def _timeouts(self, report: TickReport) -> None:
         now, settings = self.context.clock(), self.context.settings
         cutoff = now - timedelta(seconds=settings.timeout_grace_seconds)
+
+        def time_out(found: Found[AttemptDoc]) -> str | None:
+            # A verdict written in time whose event is late (a backlog, a lost delivery) is no timeout.
+            if self._ingested(found.doc):
+                return "outputs ingested"
+            loaded = self._attempt_and_run(found)
+            if loaded is None:
+                return None
+            run_id, attempt_id, run = loaded
+            plan = plan_timeout(run_id, attempt_id, run=run, attempt=found.found, settings=settings, now=now)
+            if not self._commit(plan):
+                return None
+            self._stop(found.doc)
+            return "timed out"
+
         for state in (AttemptState.RUNNING, AttemptState.DISPATCHING):
-            for found in self.context.store.attempts_in(state, "timeout_at", before=cutoff, limit=self._batch):
-                loaded = self._attempt_and_run(found)
-                if loaded is None:
-                    continue
-                run_id, attempt_id, run = loaded
-                plan = plan_timeout(run_id, attempt_id, run=run, attempt=found.found, settings=settings, now=now)
-                if self._commit(plan):
-                    report["timed out"] += 1
-                    self._stop(found.doc)
+            self._each(
+                report, self.context.store.attempts_in(state, "timeout_at", before=cutoff, limit=self._batch), time_out
+            )
 
     def _executions(self, report: TickReport) -> None:
         """Running jobs as their platform sees them: one that ended has its output ingested, or fails its step."""
-        for found in self.context.store.attempts_in(AttemptState.RUNNING, "dispatched_at", limit=self._batch):
+
+        def reconcile(found: Found[AttemptDoc]) -> str | None:
             attempt = found.doc
             control = self._control(attempt)
             if control is None or not attempt.execution_name:
-                continue
+                return None
             execution = control.inspect(attempt.execution_name)
+            run_id, attempt_id = found.path[1], found.path[3]
             if not execution.finished:
-                run_id, attempt_id = found.path[1], found.path[3]
                 refresh = plan_job_status(run_id, attempt_id, attempt=found.found, job_status=execution.job_status)
-                if self._commit(refresh):
-                    report["job status refreshed"] += 1
-                continue
-            self._ended(found, execution, report)
+                return "job status refreshed" if self._commit(refresh) else None
+            # Its output's own event may still be on its way (or lost): ingest it now; the receipt dedupes.
+            if self._ingested(attempt):
+                return "outputs ingested"
+            loaded = self._attempt_and_run(found)
+            if loaded is None:
+                return None
+            plan = plan_execution_ended(
+                run_id,
+                attempt_id,
+                run=loaded[2],
+                attempt=found.found,
+                job_status=execution.job_status,
+                message=execution.message,
+                now=self.context.clock(),
+            )
+            return "executions ended without output" if self._commit(plan) else None
 
-    def _ended(self, found: Found[AttemptDoc], execution: ExecutionState, report: TickReport) -> None:
-        # Its output's own event may still be on its way (or lost): ingest it now; the receipt dedupes.
-        if self._redeliver(found.doc.expected_output_uri) is not None:
-            report["outputs ingested"] += 1
-            return
-        loaded = self._attempt_and_run(found)
-        if loaded is None:
-            return
-        run_id, attempt_id, run = loaded
-        plan = plan_execution_ended(
-            run_id,
-            attempt_id,
-            run=run,
-            attempt=found.found,
-            job_status=execution.job_status,
-            message=execution.message,
-            now=self.context.clock(),
+        self._each(
+            report, self.context.store.attempts_in(AttemptState.RUNNING, "dispatched_at", limit=self._batch), reconcile
         )
-        if self._commit(plan):
-            report["executions ended without output"] += 1
 
     def _lost_effects(self, report: TickReport) -> None:
         """Effects a crash lost and no redelivery brought back: a PENDING run's intake, a scheduled attempt's
         launch, an applied receipt's effects."""
         store = self.context.store
         cutoff = self.context.clock() - timedelta(seconds=self.context.settings.lost_effects_seconds)
-        for found in store.runs_due("created_at", before=cutoff, status=RunStatus.PENDING, limit=self._batch):
+
+        def intake(found: Found[RunDoc]) -> str:
             self.replay_intake(found.path[1], found.doc)
-            report["intakes replayed"] += 1
-        for attempt in store.attempts_in(AttemptState.SCHEDULED, "scheduled_at", before=cutoff, limit=self._batch):
-            if attempt.doc.queued_at is None and self._redeliver(attempt.doc.input_uri) is not None:
-                report["launches replayed"] += 1
-        for receipt in store.receipts_due(
+            return "intakes replayed"
+
+        def launch(found: Found[AttemptDoc]) -> str | None:
+            if found.doc.queued_at is not None or self._redeliver(found.doc.input_uri) is None:
+                return None
+            return "launches replayed"
+
+        def effects(found: Found[ReceiptDoc]) -> str:
+            self.replay_receipt(found.path[1], found.doc)
+            return "receipts replayed"
+
+        self._each(
+            report, store.runs_due("created_at", before=cutoff, status=RunStatus.PENDING, limit=self._batch), intake
+        )
+        self._each(
+            report, store.attempts_in(AttemptState.SCHEDULED, "scheduled_at", before=cutoff, limit=self._batch), launch
+        )
+        processing = store.receipts_due(
             "received_at", before=cutoff, status=ReceiptStatus.PROCESSING, limit=self._batch
-        ):
-            self.replay_receipt(receipt.path[1], receipt.doc)
-            report["receipts replayed"] += 1
+        )
+        self._each(report, processing, effects)
 
     def _receipts(self, report: TickReport) -> None:
         """Receipts past expire_at (production's TTL policy does the same; the emulator has none)."""
         store = self.context.store
-        for found in store.receipts_due("expire_at", before=self.context.clock(), limit=self._batch):
-            if store.delete(found.path, found.found.update_time):
-                report["receipts expired"] += 1
+
+        def expire(found: Found[ReceiptDoc]) -> str | None:
+            return "receipts expired" if store.delete(found.path, found.found.update_time) else None
+
+        self._each(report, store.receipts_due("expire_at", before=self.context.clock(), limit=self._batch), expire)
 
     def _retention(self, report: TickReport) -> None:
         now = self.context.clock()
-        for found in self.context.store.runs_due("purge_due_at", before=now, limit=self._batch):
+
+        def purge(found: Found[RunDoc]) -> str | None:
             due = purge_due_now(found.doc, now)
             if due:
                 self._purge_objects(found.path[1], found.doc, submission=due.submission, results=due.results)
             # Recorded only once every object is gone: a failed delete raises, and the next tick tries again.
-            if self._commit(plan_purged(found.path[1], found.found, due, now=now)):
-                report["runs purged"] += 1
+            return "runs purged" if self._commit(plan_purged(found.path[1], found.found, due, now=now)) else None
+
+        self._each(report, self.context.store.runs_due("purge_due_at", before=now, limit=self._batch), purge)
 
     def _purge_objects(self, run_id: str, run: RunDoc, *, submission: bool, results: bool) -> None:
         objects = self.context.objects
         if submission:
-            source, _, generation = run.source.partition("#")
+            # A user's file name may hold "#": the generation is after the last one.
+            source, _, generation = run.source.rpartition("#")
             # The inbox original, exactly the version this run was made from (a newer upload is another run).
             objects.delete(source, int(generation) if generation.isdigit() else None)
             if run.submission is not None:

@@ -165,3 +165,19 @@ def test_a_document_whose_keys_cannot_be_written_back_as_utf8_still_gets_its_ver
     assert run.status == RunStatus.FAILED
     paths = [f.location.path for f in world.reads.findings(run_id, limit=50) if f.code == "json.duplicate_key"]
     assert paths == ["/\\ud800"]
+
+
+def test_a_launch_that_keeps_failing_ends_the_run_after_its_tries() -> None:
+    world = FakeWorld(max_dispatch_tries=2)
+    run_id = scheduled(world, "fmu-basic", "model.fmu")
+    world.job_launcher.error = RuntimeError("the launcher's API is broken")
+
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            world.pipeline.handle(world.input_event(run_id))
+    handled = world.pipeline.handle(world.input_event(run_id))
+
+    assert handled.outcome == Outcome.FAILED
+    run = world.store.run(run_id).doc
+    assert (run.status, run.error_category) == (RunStatus.FAILED, ErrorCategory.SYSTEM_ERROR)
+    assert "no launch took hold in 2 claims" in run.error

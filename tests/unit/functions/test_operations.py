@@ -77,7 +77,7 @@ def test_an_upload_claiming_to_rerun_a_run_with_other_bytes_is_not_linked() -> N
     invalid_id, _ = world.run_through(INVALID)
     uri = f"gs://{world.settings.inbox_bucket}/{inbox_object('demo', 'json-basic', 'claims-a-rerun.json')}"
     stored = world.objects.copy_version(
-        valid.submission.uri, valid.submission.generation, uri, {RERUN_OF_METADATA_KEY: invalid_id}
+        valid.submission.uri, valid.submission.generation, uri, {RERUN_OF_METADATA_KEY: invalid_id}, None
     )
 
     assert world.pipeline.handle(world.event_for(uri)) == CREATED

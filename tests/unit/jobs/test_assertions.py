@@ -88,3 +88,17 @@ def test_syntax_errors_are_found_at_compile_time_in_the_expression_and_the_messa
         compile_check(AssertionSpec(id="msg", expr="true", message="value {{ o.) }}"))
     compile_check(EUI)
     assert referenced_outputs(EUI) == {"site_eui"}
+
+
+def test_a_false_assertion_whose_message_cannot_be_rendered_keeps_its_severity() -> None:
+    warn = AssertionSpec(
+        id="gas",
+        expr="o.site_eui > 200.0",
+        severity=Severity.WARNING,
+        message="gas {{ o.site_gas }} kWh, EUI {{ o.site_eui }}",
+    )
+
+    [finding] = check(warn)
+
+    assert (finding.severity, finding.code) == (Severity.WARNING, "gas")
+    assert finding.text == "gas <o.site_gas: no such member in mapping: 'site_gas'> kWh, EUI 128.4"
