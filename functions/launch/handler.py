@@ -20,7 +20,7 @@ from functions.launch.transitions import (
     plan_release,
 )
 from functions.stage import MAX_COMMIT_TRIES, Handled, Known, Outcome, StageContext, chain, short
-from jobs.launchers.base import HandOff, LauncherBusy, LaunchRefused, LaunchResult
+from jobs.launchers.base import ExecutionControl, HandOff, LauncherBusy, LaunchRefused, LaunchResult
 from jobs.runtime import Assignment
 from schemas.changes import Committed, Versioned
 from schemas.documents import AttemptDoc
@@ -194,7 +194,7 @@ class LaunchStage:
         execution_name = result.execution_name
         if execution_name is None:
             return  # inline: the output is written already, there is no execution to find again
-        self._replan_attempt(
+        recorded = self._replan_attempt(
             path,
             lambda current: plan_dispatched(
                 path.run_id,
@@ -205,6 +205,12 @@ class LaunchStage:
                 job_status=result.job_status,
             ),
         )
+        launcher = self.context.launchers.get(claimed.launcher)
+        if recorded is None and isinstance(launcher, ExecutionControl):
+            # The attempt moved on while the job started (canceled, timed out, taken over, or already answered):
+            # nobody would ever find this execution again to stop it, so it is stopped now.
+            log.info("%s: the attempt moved on while %s started; stopping it", path.attempt_id, execution_name)
+            launcher.stop(execution_name)
 
     def _refuse(self, path: StepObjectPath, claimed: AttemptDoc, reason: str) -> None:
         def replan() -> Plan | None:

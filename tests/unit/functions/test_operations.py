@@ -6,6 +6,8 @@ import pytest
 
 from functions.operations import NotCancelable, Operations, RunNotFound
 from functions.stage import Outcome
+from jobs.launchers.base import LaunchResult
+from jobs.runtime import Assignment
 from schemas.enums import AttemptState, LifecycleType, RunStatus, StepStatus
 from schemas.paths import RERUN_OF_METADATA_KEY, attempt_id_for, inbox_object, run_id_for
 from tests.fakes import FakeWorld
@@ -84,3 +86,23 @@ def test_an_upload_claiming_to_rerun_a_run_with_other_bytes_is_not_linked() -> N
 
     run = world.store.run(run_id_for(world.settings.inbox_bucket, stored.uri.split("/", 3)[3], stored.generation))
     assert run.doc.rerun_of is None
+
+
+def test_a_job_started_while_its_run_was_canceled_is_stopped() -> None:
+    world = FakeWorld()
+    event, run_id = world.submit(b"{}", "fmu-basic", "model.fmu")
+    world.pipeline.handle(event)
+    start = world.job_launcher.launch
+
+    def start_while_canceled(assignment: Assignment) -> LaunchResult:
+        # The cancel lands between LAUNCH's claim and its record of the execution it started.
+        result = start(assignment)
+        operations(world).cancel(run_id)
+        return result
+
+    world.job_launcher.launch = start_while_canceled  # type: ignore[method-assign]
+
+    assert world.pipeline.handle(world.input_event(run_id)) == LAUNCHED
+
+    assert world.store.run(run_id).doc.status == RunStatus.CANCELED
+    assert world.job_launcher.stopped == ["local/4242"]
