@@ -9,6 +9,7 @@ import shlex
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
@@ -20,12 +21,13 @@ from deploy.provision import DEMO_ORG
 from deploy.stack import LocalStack, Ports, PrerequisiteMissing, emulator_env, with_local_signing_secret
 from deploy.workflow_files import WorkflowSource, check_file, dump, exported, workflow_paths
 from functions.workflows import WorkflowProblem
-from schemas.documents import RunDoc, WorkflowDoc
+from schemas.changes import Write, org_path
+from schemas.documents import OrgDoc, RunDoc, WorkflowDoc
 from schemas.enums import RunStatus
-from schemas.paths import inbox_object, run_id_for
+from schemas.paths import inbox_object, is_slug, run_id_for
 from schemas.settings import Settings
 from schemas.workflow_file import WorkflowFile
-from store.ports import RunReads
+from store.ports import Conflict, RunReads
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DEMO_FMU_SCRIPT = EXAMPLES / "fmu" / "RoomHeater.py"
@@ -344,3 +346,26 @@ def workflows_export(slug: str, org: str, as_json: bool) -> None:
 def workflows_schema() -> None:
     """The JSON Schema of the workflow file format."""
     click.echo(json.dumps(WorkflowFile.model_json_schema(), indent=2))
+
+
+@main.group()
+def orgs() -> None:
+    """Organizations (DESIGN §14): every run, workflow and resource file belongs to one."""
+
+
+@orgs.command("create")
+@click.argument("slug")
+@click.option("--name", required=True, help="The organization's name, as people read it.")
+def orgs_create(slug: str, name: str) -> None:
+    """Create the organization SLUG (lowercase letters, digits, dashes); exit 2 if it exists or SLUG is not one."""
+    if not is_slug(slug):
+        click.echo(f"error: {slug!r} is not an org id (lowercase letters, digits and dashes, 1-63)", err=True)
+        sys.exit(2)
+    services = Services.from_environment()
+    _use_local_emulators_by_default(services.settings)
+    try:
+        services.run_store.commit([Write(org_path(slug), OrgDoc(name=name, created_at=datetime.now(UTC)), "create")])
+    except Conflict:
+        click.echo(f"error: org {slug!r} exists already", err=True)
+        sys.exit(2)
+    click.echo(f"created  org {slug}")

@@ -4,6 +4,7 @@ while a run started on version 1 keeps it, list, show, export, validate; and bad
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,23 @@ steps:
     )
     assert any(e.startswith(f"error: {slug}: slug: String should match pattern") for e in errors)
     assert refused.stdout == ""  # nothing applied
+
+
+def test_a_new_org_is_created_once_and_then_takes_workflows(emulators: LocalStack, tmp_path: Path) -> None:
+    org = f"team-{uuid.uuid4().hex[:8]}"
+    workflow = tmp_path / "check.yaml"
+    workflow.write_text(
+        f"org: {org}\nslug: check\nname: Check\n"
+        "steps: [{key: a, name: A, validator: json-schema, config: {schema: true}}]\n"
+    )
+
+    before = cli(emulators, "workflows", "apply", str(workflow))
+    created = cli(emulators, "orgs", "create", org, "--name", "A team")
+    again = cli(emulators, "orgs", "create", org, "--name", "Another")
+    applied = cli(emulators, "workflows", "apply", str(workflow))
+
+    assert (before.returncode, before.stderr.strip()) == (2, f"error: {workflow}: no org '{org}'; create it first")
+    assert (created.returncode, created.stdout.strip()) == (0, f"created  org {org}")
+    assert (again.returncode, again.stderr.strip()) == (2, f"error: org '{org}' exists already")
+    assert applied.stdout.strip() == f"applied  {org}/check  version 1"
+    assert cli(emulators, "orgs", "create", "Not_A_Slug", "--name", "x").returncode == 2
