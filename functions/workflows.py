@@ -152,26 +152,13 @@ def workflow_doc(checked: CheckedWorkflow, pinned: dict[str, FileRef], *, versio
     """The document a version is stored as: the file's content, each step with its resource files pinned."""
     file = checked.file
     steps = [
-        StepSpec(
-            key=step.key,
-            name=step.name,
-            validator=step.validator,
-            config=step.config,
-            timeout_seconds=step.timeout_seconds,
-            assertions=step.assertions,
-            resource_files=[pinned[name] for name in checked.resources.get(step.key, [])],
-        )
+        StepSpec(**step.model_dump(), resource_files=[pinned[name] for name in checked.resources.get(step.key, [])])
         for step in file.steps
     ]
     doc = WorkflowDoc(
-        org=file.org,
-        slug=file.slug,
-        name=file.name,
+        **file.model_dump(exclude={"steps", "inputs"}),
         version=version,
         steps=steps,
-        fail_policy=file.fail_policy,
-        retention=file.retention,
-        limits=file.limits,
         inputs=[InputRole(role=role, patterns=patterns) for role, patterns in file.inputs.items()],
     )
     return doc.model_copy(update={"content_sha256": content_digest(doc)})

@@ -107,15 +107,9 @@ def plan_intake(
 
     run = run.model_copy(
         update={
-            "workflow": WorkflowSnapshot(
-                id=f"{workflow.org}.{workflow.slug}",
-                slug=workflow.slug,
-                version=workflow.version,
-                name=workflow.name,
-                fail_policy=workflow.fail_policy,
-                steps=workflow.steps,
-                retention=workflow.retention,
-                inputs=workflow.inputs,
+            # Every field the snapshot shares with the version is copied, so a new one cannot be forgotten here.
+            "workflow": WorkflowSnapshot.model_validate(
+                {**workflow.model_dump(), "id": f"{workflow.org}.{workflow.slug}"}
             ),
             "current_step": 1,
         }

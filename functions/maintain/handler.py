@@ -87,10 +87,15 @@ class MaintainStage:
         self.context.perform(plan.effects)
         return True
 
-    def _attempt_and_run(self, found: Found[AttemptDoc]) -> tuple[str, str, Versioned[RunDoc]] | None:
+    def _commit_for(
+        self, found: Found[AttemptDoc], decide: Callable[[str, str, Versioned[RunDoc]], Plan | None]
+    ) -> Plan | None:
+        """Commit (and perform) what `decide` plans from the attempt found and its run as they are now; the plan
+        committed, or None when there was nothing to do, the run is gone, or another tick won."""
         run_id, attempt_id = found.path[1], found.path[3]
         run = self.context.store.run(run_id)
-        return (run_id, attempt_id, run) if run is not None else None
+        plan = decide(run_id, attempt_id, run) if run is not None else None
+        return plan if self._commit(plan) else None
 
     def _control(self, attempt: AttemptDoc) -> ExecutionControl | None:
         launcher = self.context.launchers.get(attempt.launcher)
@@ -136,14 +141,15 @@ class MaintainStage:
             # An inline run that wrote its verdict before its function was lost: ingest it, do not run it again.
             if self._ingested(found.doc):
                 return "outputs ingested"
-            loaded = self._attempt_and_run(found)
-            if loaded is None:
+            plan = self._commit_for(
+                found,
+                lambda run_id, attempt_id, run: plan_lease_expired(
+                    run_id, attempt_id, run=run, attempt=found.found, settings=settings, now=now
+                ),
+            )
+            if plan is None:
                 return None
-            run_id, attempt_id, run = loaded
-            plan = plan_lease_expired(run_id, attempt_id, run=run, attempt=found.found, settings=settings, now=now)
-            if not self._commit(plan):
-                return None
-            return "leases released" if plan and not plan.effects.events else "leases failed"
+            return "leases failed" if plan.effects.events else "leases released"
 
         found = self.context.store.attempts_in(
             AttemptState.DISPATCHING, "dispatched_at", before=cutoff, limit=self._batch
@@ -174,12 +180,13 @@ class MaintainStage:
             # A verdict written in time whose event is late (a backlog, a lost delivery) is no timeout.
             if self._ingested(found.doc):
                 return "outputs ingested"
-            loaded = self._attempt_and_run(found)
-            if loaded is None:
-                return None
-            run_id, attempt_id, run = loaded
-            plan = plan_timeout(run_id, attempt_id, run=run, attempt=found.found, settings=settings, now=now)
-            if not self._commit(plan):
+            timed_out = self._commit_for(
+                found,
+                lambda run_id, attempt_id, run: plan_timeout(
+                    run_id, attempt_id, run=run, attempt=found.found, settings=settings, now=now
+                ),
+            )
+            if timed_out is None:
                 return None
             self._stop(found.doc)
             return "timed out"
@@ -205,19 +212,19 @@ class MaintainStage:
             # Its output's own event may still be on its way (or lost): ingest it now; the receipt dedupes.
             if self._ingested(attempt):
                 return "outputs ingested"
-            loaded = self._attempt_and_run(found)
-            if loaded is None:
-                return None
-            plan = plan_execution_ended(
-                run_id,
-                attempt_id,
-                run=loaded[2],
-                attempt=found.found,
-                job_status=execution.job_status,
-                message=execution.message,
-                now=self.context.clock(),
+            ended = self._commit_for(
+                found,
+                lambda run_id, attempt_id, run: plan_execution_ended(
+                    run_id,
+                    attempt_id,
+                    run=run,
+                    attempt=found.found,
+                    job_status=execution.job_status,
+                    message=execution.message,
+                    now=self.context.clock(),
+                ),
             )
-            return "executions ended without output" if self._commit(plan) else None
+            return "executions ended without output" if ended else None
 
         self._each(
             report, self.context.store.attempts_in(AttemptState.RUNNING, "dispatched_at", limit=self._batch), reconcile
