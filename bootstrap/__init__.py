@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from events.ports import Publisher
 from schemas.settings import Settings
-from store.ports import ObjectStore, RunReads, RunStore
+from store.ports import AccountStore, ObjectStore, RunReads, RunStore
 
 if TYPE_CHECKING:
     from google.cloud import firestore, pubsub_v1, run_v2, storage
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from functions.stage import StageContext
     from functions.workflows import Workflows
     from jobs.launchers.base import Launcher
+
+
+# Where Identity-Aware Proxy publishes the keys its signed headers are made with.
+IAP_CERTS_URL = "https://www.gstatic.com/iap/verify/public_key-jwk"
 
 
 @dataclass
@@ -116,6 +120,12 @@ class Services:
         return FirestoreRunStore(self.firestore_client)
 
     @cached_property
+    def account_store(self) -> AccountStore:
+        from store.accounts import FirestoreAccountStore
+
+        return FirestoreAccountStore(self.firestore_client)
+
+    @cached_property
     def run_reads(self) -> RunReads:
         from store.reads import FirestoreRunReads
 
@@ -182,3 +192,27 @@ class Services:
         from functions.operations import Operations
 
         return Operations(self.stage_context)
+
+    # -- People ----------------------------------------------------------------------------------------------
+
+    def iap_email(self, request: Any) -> str | None:
+        """The email Identity-Aware Proxy vouches for in the request's signed header, verified against Google's
+        IAP keys and VALIDIBOT_IAP_AUDIENCE; None when the header is absent or does not verify."""
+        from google.auth.exceptions import GoogleAuthError
+        from google.auth.transport import requests as google_requests
+        from google.oauth2 import id_token
+
+        assertion = request.headers.get("x-goog-iap-jwt-assertion")
+        if not assertion:
+            return None
+        try:
+            claims = id_token.verify_token(
+                assertion,
+                google_requests.Request(),
+                audience=self.settings.iap_audience,
+                certs_url=IAP_CERTS_URL,
+            )
+        except (GoogleAuthError, ValueError):
+            return None
+        email = claims.get("email")
+        return email if isinstance(email, str) else None

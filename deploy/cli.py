@@ -17,8 +17,8 @@ import click
 
 from bootstrap import Services
 from deploy.fmu_build import build_fmu
-from deploy.provision import DEMO_ORG
-from deploy.stack import LocalStack, Ports, PrerequisiteMissing, emulator_env, with_local_signing_secret
+from deploy.provision import DEMO_ORG, DemoAccess, seed_demo_access
+from deploy.stack import LocalStack, Ports, PrerequisiteMissing, emulator_env, with_local_secrets
 from deploy.workflow_files import WorkflowSource, check_file, dump, exported, workflow_paths
 from functions.workflows import WorkflowProblem
 from schemas.changes import Write, org_path
@@ -28,6 +28,7 @@ from schemas.paths import inbox_object, is_slug, run_id_for
 from schemas.settings import Settings
 from schemas.workflow_file import WorkflowFile
 from store.ports import Conflict, RunReads
+from web.accounts import Accounts
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DEMO_FMU_SCRIPT = EXAMPLES / "fmu" / "RoomHeater.py"
@@ -67,7 +68,7 @@ def up(
     demo: bool,
 ) -> None:
     """Start emulators, pipeline functions and web; provision, seed `demo`; stop all on Ctrl-C."""
-    settings = with_local_signing_secret(Settings(), SECRET_DIR)
+    settings = with_local_secrets(Settings(), SECRET_DIR)
     ports = Ports(pubsub_port, firestore_port, storage_port, functions_port, web_port)
     stack = LocalStack(ports, settings, log_dir.resolve())
 
@@ -80,11 +81,12 @@ def up(
     try:
         click.echo(f"Starting emulators, pipeline functions and web (logs in {stack.log_dir}) ...")
         workflows = stack.start()
+        access = seed_demo_access(Accounts(stack.services.account_store, settings))
         if demo:
             for file, workflow in _demo_submissions(stack.log_dir.parent):
                 _upload(stack.services, file, DEMO_ORG, workflow)
         stack.start_ticker()
-        _print_ready(stack, settings, workflows)
+        _print_ready(stack, settings, workflows, access)
         while (failed := stack.supervisor.first_failure()) is None:
             time.sleep(0.5)
         click.echo(f"{failed.name} exited ({failed.process.returncode}); see {failed.log_path}. Stopping.", err=True)
@@ -108,7 +110,7 @@ def _demo_submissions(build_dir: Path) -> list[tuple[Path, str]]:
     ]
 
 
-def _print_ready(stack: LocalStack, settings: Settings, workflows: list[str]) -> None:
+def _print_ready(stack: LocalStack, settings: Settings, workflows: list[str], access: DemoAccess) -> None:
     exports = " ".join(f"{k}={v}" for k, v in stack.env.items())
     validibot = shlex.quote(str(Path(sys.executable).parent / "validibot"))
     click.echo(
@@ -119,6 +121,8 @@ validibot is up.
   uploads     gs://{settings.inbox_bucket}/inbox/{DEMO_ORG}/<workflow>/
   storage     Cloud Storage emulator {stack.env["STORAGE_EMULATOR_HOST"]}
   workflows   {", ".join(workflows)}   (org {DEMO_ORG})
+  sign in     {access.email}   password {access.password}   (admin; new on every start)
+  API key     {access.key}   (executor; REST API v1 at {stack.web_url}/api/v1)
 
 Submit a file (in another terminal):
   export {exports}
@@ -215,7 +219,7 @@ def rerun(run_id: str, wait: bool, timeout: float) -> None:
 @click.option("--once", is_flag=True, required=True, help="Run one tick now, in this process (the stack ticks itself).")
 def maintain(once: bool) -> None:
     """Run the maintenance sweeps of one tick and print what each changed."""
-    services = Services(with_local_signing_secret(Settings(), SECRET_DIR))
+    services = Services(with_local_secrets(Settings(), SECRET_DIR))
     _use_local_emulators_by_default(services.settings)
     report = services.pipeline.tick()
     for name, count in sorted(report.items()):

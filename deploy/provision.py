@@ -6,6 +6,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,8 +18,10 @@ from deploy.workflow_files import WorkflowSource, check_file, workflow_paths
 from functions.workflows import Workflows
 from schemas.changes import Write, org_path
 from schemas.documents import OrgDoc
+from schemas.enums import Role
 from schemas.settings import Settings
 from store.ports import RunStore
+from web.accounts import AccountExists, Accounts
 
 log = logging.getLogger("validibot.provision")
 
@@ -131,3 +134,28 @@ def seed_demo(store: RunStore, workflows: Workflows) -> list[str]:
     store.commit([Write(org_path(DEMO_ORG), OrgDoc(name="Demo organization", created_at=datetime.now(UTC)), "upsert")])
     slugs = [_apply_file(path, workflows) for path in workflow_paths([DEMO_WORKFLOWS])]
     return slugs + _apply_corpus_workflows(workflows)
+
+
+DEMO_ADMIN_EMAIL = "admin@demo.example"
+DEMO_KEY_NAME = "demo executor (validibot up)"
+
+
+@dataclass(frozen=True)
+class DemoAccess:
+    email: str
+    password: str
+    key: str
+
+
+def seed_demo_access(accounts: Accounts) -> DemoAccess:
+    """The demo org's admin (a new password on every start, so it can be printed) and a new executor key (the one
+    the previous start made is revoked): what `validibot up` prints for people and programs to use."""
+    try:
+        password = accounts.create_user(DEMO_ORG, DEMO_ADMIN_EMAIL, Role.ADMIN)
+    except AccountExists:
+        password = accounts.reset_password(DEMO_ADMIN_EMAIL)
+    for listing in accounts.keys(DEMO_ORG):
+        if listing.key.name == DEMO_KEY_NAME and listing.key.revoked_at is None:
+            accounts.revoke_key(DEMO_ORG, listing.key_id)
+    key = accounts.create_key(DEMO_ORG, Role.EXECUTOR, DEMO_KEY_NAME, "validibot up")
+    return DemoAccess(DEMO_ADMIN_EMAIL, password, key)

@@ -179,8 +179,8 @@ class Supervisor:
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 argv,
-                # The service secret reaches only a child given it explicitly (the functions), never by inheritance.
-                env={**{k: v for k, v in os.environ.items() if k != SIGNING_SECRET_ENV}, **env},
+                # Secrets reach only a child given them explicitly (the functions, the web), never by inheritance.
+                env={**{k: v for k, v in os.environ.items() if k not in SECRET_ENVS}, **env},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -239,20 +239,26 @@ def _kill_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-SIGNING_SECRET_FILE = "signing-secret"
+# Each secret setting, with the file `validibot up` keeps it in when the environment does not give it.
+LOCAL_SECRET_FILES = {"signing_secret": "signing-secret", "web_secret_key": "web-secret-key"}
+WEB_SECRET_ENV = "VALIDIBOT_WEB_SECRET_KEY"
+SECRET_ENVS = {SIGNING_SECRET_ENV, WEB_SECRET_ENV}
 
 
-def with_local_signing_secret(settings: Settings, state_dir: Path) -> Settings:
-    """`settings` with the local stack's service secret, unless VALIDIBOT_SIGNING_SECRET gave one: generated once
-    and kept (owner-only) in `state_dir`, so a restarted stack still verifies outputs its jobs signed before.
-    Production reads it from Secret Manager instead."""
-    if settings.signing_secret.get_secret_value():
-        return settings
-    return settings.model_copy(update={"signing_secret": SecretStr(_local_signing_secret(state_dir))})
+def with_local_secrets(settings: Settings, state_dir: Path) -> Settings:
+    """`settings` with the local stack's service secret and web session key, unless the environment gave them:
+    generated once and kept (owner-only) in `state_dir`, so a restarted stack still verifies outputs its jobs signed
+    before and keeps people signed in. Production reads them from Secret Manager instead."""
+    missing = {
+        name: SecretStr(_local_secret(state_dir / file))
+        for name, file in LOCAL_SECRET_FILES.items()
+        if not getattr(settings, name).get_secret_value()
+    }
+    return settings.model_copy(update=missing) if missing else settings
 
 
-def _local_signing_secret(state_dir: Path) -> str:
-    path = state_dir / SIGNING_SECRET_FILE
+def _local_secret(path: Path) -> str:
+    state_dir = path.parent
     if not path.exists():
         state_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):
@@ -398,7 +404,8 @@ class LocalStack:
                 "-",
                 "web.wsgi:app",
             ],
-            {**self.env, **self.settings_env()},
+            # The web alone signs session cookies.
+            {**self.env, **self.settings_env(), WEB_SECRET_ENV: self.settings.web_secret_key.get_secret_value()},
         )
         self.supervisor.wait_ready(child, lambda: http_ok(f"{self.web_url}/healthz"))
 

@@ -1,18 +1,31 @@
-"""What people and programs ask of a run besides submitting it: cancel it, re-run it (DESIGN §13). The CLI calls
-these now; the REST API will call the same ones. Both are transitions like any other: a cancel is a commit on the
-update times it read, so it races safely with INGEST and the tick; a re-run is an upload, so INTAKE makes it."""
+"""What people and programs ask of runs: submit a file, cancel a run, re-run it (DESIGN §13, §14). The CLI, the
+REST API and the web call these. A submission and a re-run are uploads to the inbox, exactly as any client's, so
+INTAKE makes their runs; a cancel is a commit on the update times it read, so it races safely with INGEST and the
+tick."""
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from functions.common import Plan, end_attempt
+from functions.intake.transitions import submission_limit
 from functions.stage import StageContext
 from jobs.launchers.base import ExecutionControl
 from schemas.documents import AttemptDoc, RunDoc
 from schemas.enums import AttemptState, RunStatus
-from schemas.paths import RERUN_OF_METADATA_KEY, gs_uri, inbox_object, is_run_id, run_id_for
+from schemas.paths import (
+    RERUN_OF_METADATA_KEY,
+    UnsafeName,
+    check_filename,
+    gs_uri,
+    inbox_object,
+    is_run_id,
+    is_slug,
+    run_id_for,
+)
 
 log = logging.getLogger("validibot.operations")
 
@@ -27,6 +40,14 @@ class NotCancelable(ValueError):
     """The run has ended already (its verdict stands)."""
 
 
+class SubmissionRefused(ValueError):
+    """The file cannot be a submission (its name, its size, an unknown workflow): nothing was uploaded."""
+
+
+class SubmissionTooLarge(SubmissionRefused):
+    pass
+
+
 class NotRerunnable(ValueError):
     """The run has no stored submission to run again (it was refused at intake, or retention deleted it)."""
 
@@ -34,6 +55,25 @@ class NotRerunnable(ValueError):
 @dataclass(frozen=True)
 class Operations:
     context: StageContext
+
+    def submit(self, org: str, workflow: str, filename: str, source: BinaryIO, content_type: str) -> str:
+        """Upload `source` to inbox/{org}/{workflow}/{filename}; returns the id of the run INTAKE makes of it."""
+        settings = self.context.settings
+        try:
+            check_filename(filename, settings.max_filename_bytes)
+        except UnsafeName as exc:
+            raise SubmissionRefused(str(exc)) from exc
+        found = self.context.store.workflow(org, workflow) if is_slug(org) and is_slug(workflow) else None
+        if found is None:
+            raise SubmissionRefused(f"org {org} has no workflow {workflow!r}")
+        limit = submission_limit(found, settings)
+        size = source.seek(0, os.SEEK_END)
+        source.seek(0)
+        if size > limit:
+            raise SubmissionTooLarge(f"the file is {size} bytes; workflow {workflow} takes at most {limit} bytes")
+        name = inbox_object(org, workflow, filename)
+        stored = self.context.objects.upload_stream(gs_uri(settings.inbox_bucket, name), source, content_type)
+        return run_id_for(settings.inbox_bucket, name, stored.generation)
 
     def _run(self, run_id: str) -> RunDoc:
         found = self.context.store.run(run_id) if is_run_id(run_id) else None

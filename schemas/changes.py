@@ -49,6 +49,22 @@ def org_path(org: str) -> DocPath:
     return ("orgs", org)
 
 
+def member_path(org: str, user_id: str) -> DocPath:
+    return ("orgs", org, "members", user_id)
+
+
+def user_path(user_id: str) -> DocPath:
+    return ("users", user_id)
+
+
+def api_key_path(key_hash: str) -> DocPath:
+    return ("api_keys", key_hash)
+
+
+def idempotency_path(record_id: str) -> DocPath:
+    return ("idempotency", record_id)
+
+
 @dataclass(frozen=True)
 class Write:
     """`create` fails if the document exists; `replace` fails if it changed since `read_at`; `upsert` never fails.

@@ -12,6 +12,7 @@ from schemas.enums import (
     ErrorCategory,
     JobStatus,
     ReceiptStatus,
+    Role,
     RunStatus,
     Severity,
     StepStatus,
@@ -178,3 +179,51 @@ class ReceiptDoc(Document):
     output_generation: int
     expire_at: datetime
     reason: str | None = None
+
+
+class UserDoc(Document):
+    """A person who signs in to the web (`users/{user_id}`); the id is derived from the email (schemas.access)."""
+
+    email: str
+    # argon2id, in its PHC string form (parameters and salt included): never the password.
+    password_hash: str
+    created_at: datetime
+    # The orgs this user is a member of, as the landing page lists them; each membership's role is in
+    # orgs/{org}/members/{user_id}, which every request checks.
+    orgs: list[str] = []
+    failed_signins: int = 0
+    locked_until: datetime | None = None
+    # Sessions signed before this time are void: set when the password is (re)set.
+    sessions_valid_after: datetime | None = None
+
+
+class MemberDoc(Document):
+    """`orgs/{org}/members/{user_id}`: the user's role in that org."""
+
+    email: str
+    role: Role
+    created_at: datetime
+
+
+class ApiKeyDoc(Document):
+    """`api_keys/{sha256(key)}`: the key itself is shown once and stored nowhere."""
+
+    org: str
+    role: Role
+    name: str
+    created_by: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class IdempotencyDoc(Document):
+    """`idempotency/{sha256(key hash, Idempotency-Key)}`: the submission a key's Idempotency-Key made, for replays.
+    `run_id` is None while the first request is still uploading."""
+
+    org: str
+    request_sha256: str
+    created_at: datetime
+    run_id: str | None = None
+    # Firestore's TTL policy on this field deletes the record (DESIGN §15); replays are honoured until then.
+    expires_at: datetime

@@ -1,5 +1,7 @@
 """Status vocabularies (DESIGN §4). The string values are contracts: never rename them."""
 
+from __future__ import annotations
+
 from enum import StrEnum
 
 
@@ -78,3 +80,18 @@ class LifecycleType(StrEnum):
     STEP_STARTED = "org.validibot.step.v1.started"
     STEP_COMPLETED = "org.validibot.step.v1.completed"
     RUN_COMPLETED = "org.validibot.run.v1.completed"
+
+
+class Role(StrEnum):
+    """A member's or an API key's role in one org (DESIGN §14). Each role may do what the ones below it may."""
+
+    VIEWER = "viewer"  # read runs, workflows, artifacts
+    EXECUTOR = "executor"  # submit, cancel, rerun
+    AUTHOR = "author"  # apply workflows
+    ADMIN = "admin"  # members, keys
+
+    def allows(self, needed: Role) -> bool:
+        return _ROLE_RANK[self] >= _ROLE_RANK[needed]
+
+
+_ROLE_RANK = {Role.VIEWER: 0, Role.EXECUTOR: 1, Role.AUTHOR: 2, Role.ADMIN: 3}

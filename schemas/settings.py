@@ -87,6 +87,23 @@ class Settings(BaseSettings):
     web_runs_per_page: int = Field(default=50, gt=0, le=500)
     web_findings_per_page: int = Field(default=500, gt=0, le=5000)
 
+    # People and programs (DESIGN §14). The web's session cookies are signed with this key: the web alone holds it
+    # (Secret Manager in production; `validibot up` keeps a generated one in ~/.validibot/).
+    web_secret_key: SecretStr = SecretStr("")
+    session_hours: float = Field(default=12.0, gt=0)
+    # Sign-in is refused for signin_lockout_seconds after this many wrong passwords in a row.
+    signin_max_failures: int = Field(default=5, gt=0)
+    signin_lockout_seconds: int = Field(default=900, gt=0)
+    # Requests per API key (or, without one, per client address), per web process, in Flask-Limiter's notation.
+    api_rate_limit: str = "600 per minute"
+    # How long an Idempotency-Key's submission is remembered and replayed.
+    idempotency_hours: int = Field(default=24, gt=0)
+    # A request whose Idempotency-Key record has had no run for this long (its upload died) may be retried.
+    idempotency_stale_seconds: int = Field(default=60, gt=0)
+    # Behind Identity-Aware Proxy: the audience its signed header (x-goog-iap-jwt-assertion) must carry, e.g.
+    # /projects/NUMBER/global/backendServices/ID. Empty: no IAP, people sign in with email and password.
+    iap_audience: str = ""
+
     @model_validator(mode="after")
     def _two_trust_zones(self) -> Settings:
         if self.bucket == self.inbox_bucket:
@@ -97,7 +114,7 @@ class Settings(BaseSettings):
         """These settings as the VALIDIBOT_* variables a child process reads back; secrets are never included."""
         return {
             f"VALIDIBOT_{name.upper()}": str(value)
-            for name, value in self.model_dump(exclude={"signing_secret"}).items()
+            for name, value in self.model_dump(exclude={"signing_secret", "web_secret_key"}).items()
         }
 
     def signing_secret_bytes(self) -> bytes:

@@ -106,6 +106,11 @@ class GcsObjectStore:
             raise ObjectConflict(uri) from exc
         return StoredObject(uri=uri, generation=int(blob.generation), size=path.stat().st_size, sha256=sha256)
 
+    def upload_stream(self, uri: str, source: BinaryIO, content_type: str) -> StoredObject:
+        blob = self._blob(uri)
+        blob.upload_from_file(source, content_type=content_type)
+        return _stored(uri, blob)
+
     def stat(self, uri: str, generation: int | None = None) -> StoredObject | None:
         bucket, name = parse_gs_uri(uri)
         blob = self._client.bucket(bucket).get_blob(name, generation=generation)

@@ -11,10 +11,22 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Generic, Protocol
+from typing import BinaryIO, Generic, Protocol
 
 from schemas.changes import Committed, D, DocPath, Versioned, Write
-from schemas.documents import AttemptDoc, FindingDoc, OrgDoc, ReceiptDoc, RunDoc, StepDoc, WorkflowDoc
+from schemas.documents import (
+    ApiKeyDoc,
+    AttemptDoc,
+    FindingDoc,
+    IdempotencyDoc,
+    MemberDoc,
+    OrgDoc,
+    ReceiptDoc,
+    RunDoc,
+    StepDoc,
+    UserDoc,
+    WorkflowDoc,
+)
 from schemas.enums import AttemptState, ReceiptStatus, RunStatus
 from schemas.envelopes import FileRef
 
@@ -143,16 +155,55 @@ class RunStore(Protocol):
         ...
 
 
+class AccountStore(Protocol):
+    """People, their memberships, API keys and Idempotency-Key records (DESIGN §14): keyed reads and the same
+    all-or-nothing commits as the run store."""
+
+    def user(self, user_id: str) -> Versioned[UserDoc] | None: ...
+
+    def member(self, org: str, user_id: str) -> MemberDoc | None: ...
+
+    def api_key(self, key_hash: str) -> Versioned[ApiKeyDoc] | None: ...
+
+    def api_keys(self, org: str) -> list[tuple[str, ApiKeyDoc]]:
+        """The org's keys (revoked ones too), oldest first, each with its hash."""
+        ...
+
+    def idempotency(self, record_id: str) -> Versioned[IdempotencyDoc] | None: ...
+
+    def delete(self, path: DocPath, read_at: datetime) -> bool:
+        """As RunStore.delete: only if unchanged since it was read."""
+        ...
+
+    def commit(self, writes: Iterable[Write]) -> Committed: ...
+
+
+@dataclass(frozen=True)
+class Page(Generic[D]):
+    """One page of a listing, each document with its id; `next_after` is the id the next page starts after."""
+
+    items: list[tuple[str, D]]
+    next_after: str | None
+
+
 class RunReads(Protocol):
     """What people look at: the dashboard's and the CLI's queries, apart from the pipeline's own reads."""
 
     def run(self, run_id: str) -> RunDoc | None: ...
 
-    def runs_for_org(self, org: str, limit: int) -> list[tuple[str, RunDoc]]: ...
+    def runs_page(
+        self, org: str, *, status: RunStatus | None, workflow: str | None, after: str | None, limit: int
+    ) -> Page[RunDoc]:
+        """The org's runs newest first, optionally of one status and workflow, starting after run `after`."""
+        ...
 
     def step(self, run_id: str, step_number: int) -> StepDoc | None: ...
 
     def steps(self, run_id: str) -> list[StepDoc]: ...
+
+    def findings_page(self, run_id: str, *, after: str | None, limit: int) -> Page[FindingDoc]:
+        """A run's findings by step and index, starting after finding `after`."""
+        ...
 
     def findings(self, run_id: str, limit: int) -> list[FindingDoc]: ...
 
@@ -174,6 +225,11 @@ class ObjectStore(Protocol):
         ...
 
     def write_new_file(self, uri: str, path: Path, content_type: str | None, sha256: str) -> StoredObject: ...
+
+    def upload_stream(self, uri: str, source: BinaryIO, content_type: str) -> StoredObject:
+        """What a user's upload does: a new live version of `uri` (the inbox, which users overwrite as they please;
+        not create-only), read from `source`."""
+        ...
 
     def stat(self, uri: str, generation: int | None = None) -> StoredObject | None:
         """The live version (or exactly `generation`), None when there is no such version."""

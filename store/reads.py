@@ -5,10 +5,27 @@ from __future__ import annotations
 
 from google.cloud import firestore
 
-from schemas.changes import run_path, step_path
+from schemas.changes import D, run_path, step_path
 from schemas.documents import FindingDoc, ReceiptDoc, RunDoc, StepDoc
-from schemas.enums import ReceiptStatus
+from schemas.enums import ReceiptStatus, RunStatus
+from store.ports import Page
 from store.runs import read_doc
+
+
+def _page(
+    query: firestore.Query, collection: firestore.CollectionReference, after: str | None, limit: int, model: type[D]
+) -> Page[D]:
+    """One page of `query`, starting after the document `after` of `collection` (its snapshot positions the cursor
+    on every ordered field; one that does not exist starts nowhere: an empty page)."""
+    if after is not None:
+        cursor = collection.document(after).get()
+        if not cursor.exists:
+            return Page([], None)
+        query = query.start_after(cursor)
+    # One more than asked tells whether a next page exists without another query.
+    docs = list(query.limit(limit + 1).stream())
+    items = [(d.id, model.model_validate(d.to_dict())) for d in docs[:limit]]
+    return Page(items, items[-1][0] if len(docs) > limit else None)
 
 
 class FirestoreRunReads:
@@ -18,14 +35,23 @@ class FirestoreRunReads:
     def run(self, run_id: str) -> RunDoc | None:
         return read_doc(self._db, run_path(run_id), RunDoc)
 
-    def runs_for_org(self, org: str, limit: int) -> list[tuple[str, RunDoc]]:
-        query = (
-            self._db.collection("runs")
-            .where(filter=firestore.FieldFilter("org", "==", org))
-            .order_by("created_at", direction=firestore.Query.DESCENDING)
-            .limit(limit)
+    def runs_page(
+        self, org: str, *, status: RunStatus | None, workflow: str | None, after: str | None, limit: int
+    ) -> Page[RunDoc]:
+        runs = self._db.collection("runs")
+        query = runs.where(filter=firestore.FieldFilter("org", "==", org))
+        if status is not None:
+            query = query.where(filter=firestore.FieldFilter("status", "==", status.value))
+        if workflow is not None:
+            query = query.where(filter=firestore.FieldFilter("workflow_slug", "==", workflow))
+        query = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
+            "__name__", direction=firestore.Query.DESCENDING
         )
-        return [(d.id, RunDoc.model_validate(d.to_dict())) for d in query.stream()]
+        return _page(query, runs, after, limit, RunDoc)
+
+    def findings_page(self, run_id: str, *, after: str | None, limit: int) -> Page[FindingDoc]:
+        findings = self._db.document(*run_path(run_id)).collection("findings")
+        return _page(findings.order_by("step").order_by("index"), findings, after, limit, FindingDoc)
 
     def step(self, run_id: str, step_number: int) -> StepDoc | None:
         return read_doc(self._db, step_path(run_id, step_number), StepDoc)

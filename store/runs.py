@@ -41,6 +41,38 @@ def read_doc(db: firestore.Client, path: DocPath, model: type[D]) -> D | None:
     return found.doc if found else None
 
 
+def delete_unchanged(db: firestore.Client, path: DocPath, read_at: datetime) -> bool:
+    try:
+        db.document(*path).delete(option=db.write_option(last_update_time=read_at))
+    except (gexc.FailedPrecondition, gexc.NotFound):
+        return False
+    return True
+
+
+def commit_writes(db: firestore.Client, writes: Iterable[Write]) -> Committed:
+    """Apply every write or none; raise Conflict when a precondition fails (every Firestore store commits so)."""
+    planned = one_commit(writes)
+    if not planned:
+        return {}
+    batch = db.batch()
+    for write in planned:
+        ref, data = db.document(*write.path), write.doc.to_firestore()
+        if write.mode == "create":
+            batch.create(ref, data)
+        elif write.mode == "upsert":
+            batch.set(ref, data)
+        else:
+            batch.update(ref, data, option=db.write_option(last_update_time=write.read_at))
+    try:
+        results = batch.commit()
+    except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.NotFound) as exc:
+        raise Conflict(str(exc)) from exc
+    # One result per write, in order: each the update time its document now has.
+    return {
+        write.path: Versioned(write.doc, result.update_time) for write, result in zip(planned, results, strict=True)
+    }
+
+
 class FirestoreRunStore:
     def __init__(self, client: firestore.Client) -> None:
         self._db = client
@@ -145,31 +177,7 @@ class FirestoreRunStore:
         ]
 
     def delete(self, path: DocPath, read_at: datetime) -> bool:
-        try:
-            self._db.document(*path).delete(option=self._db.write_option(last_update_time=read_at))
-        except (gexc.FailedPrecondition, gexc.NotFound):
-            return False
-        return True
+        return delete_unchanged(self._db, path, read_at)
 
     def commit(self, writes: Iterable[Write]) -> Committed:
-        """Apply every write or none; raise Conflict when a precondition fails."""
-        planned = one_commit(writes)
-        if not planned:
-            return {}
-        batch = self._db.batch()
-        for write in planned:
-            ref, data = self._db.document(*write.path), write.doc.to_firestore()
-            if write.mode == "create":
-                batch.create(ref, data)
-            elif write.mode == "upsert":
-                batch.set(ref, data)
-            else:
-                batch.update(ref, data, option=self._db.write_option(last_update_time=write.read_at))
-        try:
-            results = batch.commit()
-        except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.NotFound) as exc:
-            raise Conflict(str(exc)) from exc
-        # One result per write, in order: each the update time its document now has.
-        return {
-            write.path: Versioned(write.doc, result.update_time) for write, result in zip(planned, results, strict=True)
-        }
+        return commit_writes(self._db, writes)

@@ -14,7 +14,14 @@ from deploy.fmu_build import build_fmu
 from deploy.stack import LocalStack, Ports
 from jobs.launchers.processes import process_stats
 from schemas.settings import Settings
-from tests.support import FMU_SCRIPTS, TEST_PROJECT, TEST_SIGNING_SECRET
+from tests.support import (
+    FMU_SCRIPTS,
+    ISSUED_SECRETS,
+    TEST_PROJECT,
+    TEST_SIGNING_SECRET,
+    TEST_WEB_SECRET_KEY,
+    secrets_in_logs,
+)
 
 
 def _start(tmp_path_factory: pytest.TempPathFactory, name: str, full: bool) -> Iterator[LocalStack]:
@@ -23,6 +30,7 @@ def _start(tmp_path_factory: pytest.TempPathFactory, name: str, full: bool) -> I
         bucket=f"validibot-{name}",
         inbox_bucket=f"validibot-{name}-inbox",
         signing_secret=TEST_SIGNING_SECRET,
+        web_secret_key=TEST_WEB_SECRET_KEY,
         # Integration tests deliver each event themselves (the chain's own tests turn it on); the whole stack
         # runs as users get it, ticking (more often than `validibot up`, so the tests wait less).
         inline_chain=full,
@@ -42,6 +50,9 @@ def _start(tmp_path_factory: pytest.TempPathFactory, name: str, full: bool) -> I
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+    # After the whole suite has used the stack: no key or password any test made may be in any of its logs.
+    leaked = secrets_in_logs(stack.log_dir, ISSUED_SECRETS)
+    assert not leaked, f"secrets reached the stack's logs: {leaked}"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -21,9 +21,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from flask import Flask
 
 from deploy.provision import seed_demo
+from functions.operations import Operations
 from functions.pipeline import Pipeline
 from functions.stage import StageContext
 from functions.workflows import Workflows
@@ -36,15 +39,31 @@ from schemas.changes import (
     DocPath,
     Versioned,
     Write,
+    api_key_path,
     attempt_path,
+    idempotency_path,
+    member_path,
     org_path,
     receipt_path,
     run_path,
     step_path,
+    user_path,
     workflow_path,
     workflow_version_path,
 )
-from schemas.documents import AttemptDoc, FindingDoc, OrgDoc, ReceiptDoc, RunDoc, StepDoc, WorkflowDoc
+from schemas.documents import (
+    ApiKeyDoc,
+    AttemptDoc,
+    FindingDoc,
+    IdempotencyDoc,
+    MemberDoc,
+    OrgDoc,
+    ReceiptDoc,
+    RunDoc,
+    StepDoc,
+    UserDoc,
+    WorkflowDoc,
+)
 from schemas.enums import AttemptState, JobStatus, ReceiptStatus, RunStatus
 from schemas.lifecycle import LifecycleEvent
 from schemas.objects import ObjectFinalized
@@ -56,12 +75,16 @@ from store.ports import (
     ObjectConflict,
     ObjectMissing,
     ObjectTooLarge,
+    Page,
     RunReads,
     StoredObject,
     SubmissionDocs,
     one_commit,
 )
-from tests.support import TEST_SIGNING_SECRET, Driver
+from tests.support import TEST_SIGNING_SECRET, TEST_WEB_SECRET_KEY, Driver
+from web.accounts import Accounts
+from web.app import create_app
+from web.context import WebContext
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -234,6 +257,36 @@ class FakeRunStore:
             }
 
 
+def _page(ordered: list[tuple[str, D]], after: str | None, limit: int) -> Page[D]:
+    """Firestore's cursor semantics: start after the document `after`; none at all when it does not exist."""
+    ids = [doc_id for doc_id, _ in ordered]
+    if after is not None and after not in ids:
+        return Page([], None)
+    start = ids.index(after) + 1 if after is not None else 0
+    items = ordered[start : start + limit]
+    return Page(items, items[-1][0] if start + limit < len(ordered) else None)
+
+
+class FakeAccountStore(FakeRunStore):
+    """The AccountStore port in memory, with the run store's commit semantics (one instance may serve both)."""
+
+    def user(self, user_id: str) -> Versioned[UserDoc] | None:
+        return self._read(user_path(user_id), UserDoc)
+
+    def member(self, org: str, user_id: str) -> MemberDoc | None:
+        return self._doc(member_path(org, user_id), MemberDoc)
+
+    def api_key(self, key_hash: str) -> Versioned[ApiKeyDoc] | None:
+        return self._read(api_key_path(key_hash), ApiKeyDoc)
+
+    def api_keys(self, org: str) -> list[tuple[str, ApiKeyDoc]]:
+        keys = [(h, ApiKeyDoc.model_validate(d)) for h, d in self.collection("api_keys").items()]
+        return sorted((k for k in keys if k[1].org == org), key=lambda k: k[1].created_at)
+
+    def idempotency(self, record_id: str) -> Versioned[IdempotencyDoc] | None:
+        return self._read(idempotency_path(record_id), IdempotencyDoc)
+
+
 @dataclass
 class FakeRunReads:
     """The RunReads port over a FakeRunStore's documents."""
@@ -244,10 +297,16 @@ class FakeRunReads:
         found = self.store.run(run_id)
         return found.doc if found else None
 
-    def runs_for_org(self, org: str, limit: int) -> list[tuple[str, RunDoc]]:
+    def runs_page(
+        self, org: str, *, status: RunStatus | None, workflow: str | None, after: str | None, limit: int
+    ) -> Page[RunDoc]:
         runs = [(run_id, RunDoc.model_validate(data)) for run_id, data in self.store.collection("runs").items()]
-        mine = sorted((r for r in runs if r[1].org == org), key=lambda r: r[1].created_at, reverse=True)
-        return mine[:limit]
+        chosen = [
+            r
+            for r in runs
+            if r[1].org == org and status in (None, r[1].status) and workflow in (None, r[1].workflow_slug)
+        ]
+        return _page(sorted(chosen, key=lambda r: (r[1].created_at, r[0]), reverse=True), after, limit)
 
     def step(self, run_id: str, step_number: int) -> StepDoc | None:
         return self.store.step(run_id, step_number)
@@ -259,6 +318,11 @@ class FakeRunReads:
     def findings(self, run_id: str, limit: int) -> list[FindingDoc]:
         findings = [FindingDoc.model_validate(d) for d in self.store.collection("runs", run_id, "findings").values()]
         return sorted(findings, key=lambda f: (f.step, f.index))[:limit]
+
+    def findings_page(self, run_id: str, *, after: str | None, limit: int) -> Page[FindingDoc]:
+        found = self.store.collection("runs", run_id, "findings").items()
+        findings = [(finding_id, FindingDoc.model_validate(d)) for finding_id, d in found]
+        return _page(sorted(findings, key=lambda f: (f[1].step, f[1].index)), after, limit)
 
     def rejected_receipts(self, run_id: str, limit: int) -> list[ReceiptDoc]:
         receipts = [ReceiptDoc.model_validate(d) for d in self.store.collection("receipts").values()]
@@ -312,6 +376,9 @@ class FakeObjectStore:
         """What a user's upload does (not create-only): a new live version."""
         version = self._add(uri, data, content_type, None, if_generation=None, signature=signature)
         return StoredObject(uri, version.generation, len(data), None, signature)
+
+    def upload_stream(self, uri: str, source: BinaryIO, content_type: str) -> StoredObject:
+        return self.upload(uri, source.read(), content_type)
 
     def delete(self, uri: str, generation: int | None = None) -> None:
         with self._lock:
@@ -476,7 +543,7 @@ class FakeWorld(Driver):
     a manual clock, and the demo org seeded with the demo workflows (json-basic, energyplus-basic, fmu-basic)."""
 
     def __init__(self, **settings: Any) -> None:
-        self.fake_store = FakeRunStore()
+        self.fake_store = FakeAccountStore()
         self.objects = FakeObjectStore()
         self.publisher = RecordingPublisher()
         self.clock = ManualClock()
@@ -487,6 +554,7 @@ class FakeWorld(Driver):
                 "bucket": BUCKET,
                 "inbox_bucket": INBOX_BUCKET,
                 "signing_secret": TEST_SIGNING_SECRET,
+                "web_secret_key": TEST_WEB_SECRET_KEY,
                 # Most tests deliver each event themselves; the chain's own tests turn it on.
                 "inline_chain": False,
                 **settings,
@@ -531,3 +599,20 @@ class FakeWorld(Driver):
             size=found.size,
             metadata=self.objects.metadata(uri),
         )
+
+
+def web_app(world: FakeWorld, clock: Callable[[], datetime] | None = None) -> Flask:
+    """The web over a FakeWorld's ports: its pipeline's operations, its documents, its objects."""
+    context = world.pipeline.context
+    accounts = Accounts(world.fake_store, context.settings, clock or world.clock)
+    return create_app(
+        WebContext(
+            settings=context.settings,
+            reads=world.reads,
+            objects=world.objects,
+            store=world.fake_store,
+            accounts=accounts,
+            operations=Operations(context),
+            workflows=Workflows(context),
+        )
+    )

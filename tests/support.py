@@ -7,35 +7,45 @@ The drivers deliver finalize events to a Pipeline the way the platform does, one
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
+import re
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
 
 from bootstrap import Services
 from deploy.provision import provision, seed_demo
 from deploy.stack import LocalStack
 from functions.pipeline import Pipeline
 from functions.stage import Handled, Outcome
-from schemas.changes import Write, workflow_path
-from schemas.documents import AttemptDoc, RunDoc, StepSpec, WorkflowDoc
+from schemas.changes import Write, org_path, workflow_path
+from schemas.documents import AttemptDoc, OrgDoc, RunDoc, StepSpec, WorkflowDoc
+from schemas.enums import Role, RunStatus
 from schemas.envelopes import InputRole, OutputEnvelope
 from schemas.objects import ObjectFinalized
 from schemas.paths import attempt_id_for, inbox_object, parse_gs_uri, run_id_for
 from schemas.settings import Settings
 from schemas.signing import SIGNATURE_METADATA_KEY, attempt_signing_key, sign
 from store.objects import finalized_event
-from store.ports import ObjectStore, RunReads, RunStore
+from store.ports import Conflict, ObjectStore, RunReads, RunStore
+from web.accounts import Accounts
+from web.app import create_app
+from web.context import WebContext
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -45,6 +55,7 @@ VALIDIBOT = Path(sys.executable).parent / "validibot"
 TEST_PROJECT = "validibot-test"
 # The service secret every test stack and fake world signs and verifies outputs with.
 TEST_SIGNING_SECRET = "test-signing-secret-not-for-production"
+TEST_WEB_SECRET_KEY = "test-web-secret-key-not-for-production"
 FMU_SCRIPTS = {
     "RoomHeater": EXAMPLES / "fmu" / "RoomHeater.py",
     "SlowRoom": ROOT / "tests" / "fmus" / "SlowRoom.py",
@@ -205,6 +216,32 @@ class Harness(Driver):
     def objects_port(self) -> ObjectStore:
         return self.services.objects
 
+    def web(self) -> Flask:
+        """The web app over this harness's emulators, in process (its test client is what the tests drive)."""
+        services = self.services
+        return create_app(
+            WebContext(
+                settings=services.settings,
+                reads=services.run_reads,
+                objects=services.objects,
+                store=services.run_store,
+                accounts=Accounts(services.account_store, services.settings),
+                operations=services.operations,
+                workflows=services.workflows,
+            )
+        )
+
+    def signed_in_web(self, org: str = "demo", role: Role = Role.VIEWER) -> FlaskClient:
+        """A test client of `web()` signed in through its form as a new member of `org` with `role`."""
+        app = self.web()
+        email = f"{role.value}-{uuid.uuid4().hex[:8]}@{org}.example"
+        password = app.extensions["validibot"].accounts.create_user(org, email, role)
+        client = app.test_client()
+        token = csrf_token(client.get("/signin").text)
+        signed = client.post("/signin", data={"email": email, "password": password, "csrf_token": token})
+        assert signed.status_code == 302, signed.text
+        return client
+
     def upload(
         self,
         name: str,
@@ -279,9 +316,107 @@ def cli_submit(stack: LocalStack, file: Path, workflow: str = "json-basic") -> s
     return cli(stack, "submit", str(file), "--workflow", workflow, "--wait", "--timeout", "120")
 
 
-def page(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return response.read().decode()
+# -- People and API keys on a stack (DESIGN §14) -----------------------------------------------------------------
+
+# Every key and password the tests made: the full stack's teardown checks that none reached its logs.
+ISSUED_SECRETS: list[str] = []
+_CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def stack_accounts(stack: LocalStack) -> Accounts:
+    return Accounts(stack.services.account_store, stack.settings)
+
+
+def ensure_org(stack: LocalStack, org: str) -> None:
+    with contextlib.suppress(Conflict):
+        stack.services.run_store.commit(
+            [Write(org_path(org), OrgDoc(name=org, created_at=datetime.now(UTC)), "create")]
+        )
+
+
+def new_key(stack: LocalStack, org: str, role: Role) -> str:
+    """A fresh API key for `org` with `role` (the org is made when missing)."""
+    ensure_org(stack, org)
+    key = stack_accounts(stack).create_key(org, role, f"test {role.value}", "tests")
+    ISSUED_SECRETS.append(key)
+    return key
+
+
+def new_user(stack: LocalStack, org: str, role: Role) -> tuple[str, str]:
+    """A fresh user (a unique email) who is a member of `org` with `role`: (email, password)."""
+    ensure_org(stack, org)
+    email = f"{role.value}-{uuid.uuid4().hex[:8]}@{org}.example"
+    password = stack_accounts(stack).create_user(org, email, role)
+    ISSUED_SECRETS.append(password)
+    return email, password
+
+
+def csrf_token(html: str) -> str:
+    found = _CSRF_FIELD.search(html)
+    assert found, "the page has no CSRF token"
+    return found.group(1)
+
+
+def web_session(stack: LocalStack, email: str, password: str) -> requests.Session:
+    """A browser-like session signed in through the sign-in form (its CSRF token included)."""
+    session = requests.Session()
+    form = session.get(f"{stack.web_url}/signin", timeout=10)
+    signed = session.post(
+        f"{stack.web_url}/signin",
+        data={"email": email, "password": password, "csrf_token": csrf_token(form.text)},
+        timeout=10,
+    )
+    assert signed.status_code == 200, signed.text
+    return session
+
+
+def signed_in_as(stack: LocalStack, org: str, role: Role = Role.VIEWER) -> requests.Session:
+    return web_session(stack, *new_user(stack, org, role))
+
+
+@dataclass
+class Api:
+    """REST API v1 on a stack, as one key: `api.get("/orgs/demo/runs")` and so on (paths under /api/v1)."""
+
+    stack: LocalStack
+    key: str | None
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {**kwargs.pop("headers", {})}
+        if self.key is not None:
+            headers["Authorization"] = f"Bearer {self.key}"
+        url = f"{self.stack.web_url}/api/v1{path}"
+        return requests.request(method, url, headers=headers, timeout=30, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("PUT", path, **kwargs)
+
+    def wait_for_verdict(self, org: str, run_id: str, timeout: float = 120) -> dict[str, Any]:
+        """The run once terminal (404 while INTAKE has yet to make it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.get(f"/orgs/{org}/runs/{run_id}")
+            if found.status_code == 200 and RunStatus(found.json()["status"]).is_terminal:
+                return found.json()
+            time.sleep(0.2)
+        raise AssertionError(f"run {run_id} reached no verdict in {timeout}s")
+
+
+def secrets_in_logs(log_dir: Path, secrets: list[str]) -> dict[str, list[str]]:
+    """Which of `secrets` appear in which log files under `log_dir` (by file name): what must stay empty."""
+    found: dict[str, list[str]] = {}
+    for log in sorted(log_dir.rglob("*.log")):
+        text = log.read_text(errors="replace")
+        leaked = [secret[:8] + "…" for secret in secrets if secret in text]
+        if leaked:
+            found[log.name] = leaked
+    return found
 
 
 def isolated_harness(settings: Settings, **overrides: object) -> Harness:

@@ -1,23 +1,284 @@
-"""The JSON API: a run and its steps, for programs."""
+"""REST API v1 (DESIGN §14), for programs holding an org's API key.
+
+Routes are declared with flask-openapi3, which validates each request against the pydantic models it names and
+generates the OpenAPI 3.1 document at /api/v1/openapi.json from the same models (chosen over spectree because it is
+built on Flask's own blueprints and pydantic v2, and emits 3.1 as-is). Every error is an RFC 9457 problem.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 from typing import Any
 
-from flask import Blueprint, jsonify
-from werkzeug.wrappers import Response
+from flask import Response, jsonify
+from flask_openapi3 import APIBlueprint, FileStorage, Tag
+from pydantic import BaseModel, Field
 
-from web.context import org_run, web_context
+from functions.operations import NotCancelable, NotRerunnable, RunNotFound, SubmissionRefused, SubmissionTooLarge
+from schemas.api import (
+    Accepted,
+    Caller,
+    Canceled,
+    FindingPage,
+    PageQuery,
+    Problem,
+    RunDetail,
+    RunPage,
+    RunsQuery,
+    WorkflowApplied,
+    WorkflowList,
+    WorkflowOut,
+    finding_out,
+    run_href,
+    run_out,
+    step_out,
+    workflow_out,
+)
+from schemas.enums import Role, RunStatus
+from schemas.paths import is_run_id, is_slug
+from web.artifacts import serve_artifact
+from web.auth import api_access, api_caller
+from web.context import web_context
+from web.idempotency import idempotent_submission
+from web.problems import ApiProblem, not_found
+from web.workflow_uploads import WorkflowUploadRefused, apply_uploaded
 
-api = Blueprint("api", __name__, url_prefix="/api")
+BEARER = [{"api_key": []}]
+ERRORS: dict[Any, Any] = {401: Problem, 403: Problem, 404: Problem, 429: Problem}
+
+api = APIBlueprint(
+    "api_v1",
+    __name__,
+    url_prefix="/api/v1",
+    abp_security=BEARER,
+    abp_responses=ERRORS,
+    # Operation ids are the view functions' names (submit, list_runs, get_run, ...): what clients generate from.
+    operation_id_callback=lambda *, name, **_: name,
+)
+runs_tag, workflows_tag, keys_tag = Tag(name="runs"), Tag(name="workflows"), Tag(name="keys")
 
 
-@api.get("/orgs/<org>/runs/<run_id>")
-def run_json(org: str, run_id: str) -> Response:
-    doc = org_run(org, run_id)
-    body: dict[str, Any] = {
-        "run_id": run_id,
-        **doc.model_dump(mode="json"),
-        "steps": [s.model_dump(mode="json") for s in web_context().reads.steps(run_id)],
-    }
-    return jsonify(body)
+class OrgPath(BaseModel):
+    org: str
+
+
+class RunPath(OrgPath):
+    run_id: str
+
+
+class ArtifactPath(RunPath):
+    step: int
+    name: str
+
+
+class WorkflowPath(OrgPath):
+    slug: str
+
+
+class SubmitForm(BaseModel):
+    file: FileStorage
+
+
+class SubmitHeaders(BaseModel):
+    idempotency_key: str | None = Field(
+        default=None,
+        alias="Idempotency-Key",
+        max_length=255,
+        description="Replays of a request with the same key and body return the same run (24 h).",
+    )
+
+
+class WorkflowForm(BaseModel):
+    workflow: FileStorage = Field(description="The workflow file (YAML or JSON, DESIGN §12).")
+    resources: list[FileStorage] = Field(
+        default=[], description="Its resource files, each named by its path relative to the workflow file."
+    )
+
+
+def _body(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    response = jsonify(model.model_dump(mode="json"))
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _run_of(org: str, run_id: str) -> Any:
+    run = web_context().reads.run(run_id) if is_run_id(run_id) else None
+    if run is None or run.org != org:
+        raise not_found()
+    return run
+
+
+def _cursor_after(cursor: str | None) -> str | None:
+    """Cursors are opaque to clients: the id the next page starts after, encoded."""
+    if cursor is None:
+        return None
+    try:
+        return base64.urlsafe_b64decode(cursor.encode() + b"==").decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ApiProblem(422, "The cursor is not one this API returned.") from exc
+
+
+def _cursor(next_after: str | None) -> str | None:
+    return base64.urlsafe_b64encode(next_after.encode()).decode().rstrip("=") if next_after else None
+
+
+@api.get("/whoami", tags=[keys_tag], responses={200: Caller}, summary="The org, role and id of the calling key")
+def whoami() -> Response:
+    caller = api_caller()
+    key = caller.key
+    return _body(Caller(org=key.org, role=key.role, key_id=caller.key_id, name=key.name))
+
+
+@api.post(
+    "/orgs/<org>/workflows/<slug>/runs",
+    tags=[runs_tag],
+    responses={202: Accepted, 409: Problem, 413: Problem, 422: Problem},
+    summary="Submit a file to a workflow (multipart field `file`)",
+)
+def submit(path: WorkflowPath, form: SubmitForm, header: SubmitHeaders) -> Response:
+    caller = api_access(path.org, Role.EXECUTOR)
+    if not is_slug(path.slug) or web_context().store.workflow(path.org, path.slug) is None:
+        raise not_found()
+    upload = form.file
+    data = upload.stream
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: data.read(1 << 20), b""):
+        digest.update(chunk)
+    data.seek(0)
+    request_sha256 = hashlib.sha256(f"{path.slug}\n{upload.filename}\n{digest.hexdigest()}".encode()).hexdigest()
+
+    def make_run() -> str:
+        try:
+            return web_context().operations.submit(
+                path.org, path.slug, upload.filename or "", data, upload.mimetype or "application/octet-stream"
+            )
+        except SubmissionTooLarge as exc:
+            raise ApiProblem(413, f"{exc}.") from exc
+        except SubmissionRefused as exc:
+            raise ApiProblem(422, f"{exc}.") from exc
+
+    run_id, replayed = idempotent_submission(
+        caller.key_hash, path.org, header.idempotency_key, request_sha256, make_run
+    )
+    headers = {"Location": run_href(path.org, run_id)}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return _body(Accepted(run_id=run_id, href=run_href(path.org, run_id)), 202, headers)
+
+
+@api.get("/orgs/<org>/runs", tags=[runs_tag], responses={200: RunPage, 422: Problem}, summary="Runs, newest first")
+def list_runs(path: OrgPath, query: RunsQuery) -> Response:
+    api_access(path.org, Role.VIEWER)
+    page = web_context().reads.runs_page(
+        path.org,
+        status=RunStatus(query.status) if query.status else None,
+        workflow=query.workflow,
+        after=_cursor_after(query.cursor),
+        limit=query.limit,
+    )
+    return _body(RunPage(items=[run_out(i, r) for i, r in page.items], next_cursor=_cursor(page.next_after)))
+
+
+@api.get("/orgs/<org>/runs/<run_id>", tags=[runs_tag], responses={200: RunDetail}, summary="A run with its steps")
+def get_run(path: RunPath) -> Response:
+    api_access(path.org, Role.VIEWER)
+    run = _run_of(path.org, path.run_id)
+    steps = [step_out(path.org, path.run_id, s) for s in web_context().reads.steps(path.run_id)]
+    return _body(RunDetail(**run_out(path.run_id, run).model_dump(), steps=steps))
+
+
+@api.get(
+    "/orgs/<org>/runs/<run_id>/findings",
+    tags=[runs_tag],
+    responses={200: FindingPage, 422: Problem},
+    summary="A run's findings, by step and index",
+)
+def list_findings(path: RunPath, query: PageQuery) -> Response:
+    api_access(path.org, Role.VIEWER)
+    _run_of(path.org, path.run_id)
+    page = web_context().reads.findings_page(path.run_id, after=_cursor_after(query.cursor), limit=query.limit)
+    return _body(FindingPage(items=[finding_out(f) for _, f in page.items], next_cursor=_cursor(page.next_after)))
+
+
+@api.get(
+    "/orgs/<org>/runs/<run_id>/artifacts/<int:step>/<name>",
+    tags=[runs_tag],
+    responses={200: {"description": "The file, exactly as its step recorded it"}, 409: Problem},
+    summary="A file a step produced",
+)
+def get_artifact(path: ArtifactPath) -> Response:
+    api_access(path.org, Role.VIEWER)
+    _run_of(path.org, path.run_id)
+    return serve_artifact(path.run_id, path.step, path.name, missing=not_found)
+
+
+@api.post(
+    "/orgs/<org>/runs/<run_id>/cancel",
+    tags=[runs_tag],
+    responses={200: Canceled, 409: Problem},
+    summary="Cancel a run that has not ended",
+)
+def cancel(path: RunPath) -> Response:
+    api_access(path.org, Role.EXECUTOR)
+    _run_of(path.org, path.run_id)
+    try:
+        run = web_context().operations.cancel(path.run_id)
+    except NotCancelable as exc:
+        raise ApiProblem(409, str(exc)) from exc
+    except RunNotFound as exc:
+        raise ApiProblem(409, f"The run cannot be canceled yet: {exc}.") from exc
+    return _body(Canceled(run_id=path.run_id, status=run.status))
+
+
+@api.post(
+    "/orgs/<org>/runs/<run_id>/rerun",
+    tags=[runs_tag],
+    responses={202: Accepted, 409: Problem},
+    summary="Run a run's stored submission again, as a new run",
+)
+def rerun(path: RunPath) -> Response:
+    api_access(path.org, Role.EXECUTOR)
+    _run_of(path.org, path.run_id)
+    try:
+        new_run_id = web_context().operations.rerun(path.run_id)
+    except NotRerunnable as exc:
+        raise ApiProblem(409, str(exc)) from exc
+    href = run_href(path.org, new_run_id)
+    return _body(Accepted(run_id=new_run_id, href=href), 202, {"Location": href})
+
+
+@api.get("/orgs/<org>/workflows", tags=[workflows_tag], responses={200: WorkflowList}, summary="The org's workflows")
+def list_workflows(path: OrgPath) -> Response:
+    api_access(path.org, Role.VIEWER)
+    return _body(WorkflowList(items=[workflow_out(w) for w in web_context().store.workflows(path.org)]))
+
+
+@api.get(
+    "/orgs/<org>/workflows/<slug>", tags=[workflows_tag], responses={200: WorkflowOut}, summary="A workflow"
+)
+def get_workflow(path: WorkflowPath) -> Response:
+    api_access(path.org, Role.VIEWER)
+    workflow = web_context().store.workflow(path.org, path.slug) if is_slug(path.slug) else None
+    if workflow is None:
+        raise not_found()
+    return _body(workflow_out(workflow))
+
+
+@api.put(
+    "/orgs/<org>/workflows/<slug>",
+    tags=[workflows_tag],
+    responses={200: WorkflowApplied, 422: Problem},
+    summary="Apply a workflow file: a new version when it changed (multipart `workflow`, `resources`)",
+)
+def put_workflow(path: WorkflowPath, form: WorkflowForm) -> Response:
+    api_access(path.org, Role.AUTHOR)
+    if not is_slug(path.slug):
+        raise not_found()
+    try:
+        applied = apply_uploaded(path.org, path.slug, form.workflow, form.resources)
+    except WorkflowUploadRefused as exc:
+        raise ApiProblem(422, exc.detail, errors=exc.errors) from exc
+    return _body(WorkflowApplied(slug=applied.slug, version=applied.version, changed=applied.changed))

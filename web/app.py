@@ -1,31 +1,88 @@
-"""The Flask app factory: the dashboard's pages and the JSON API as blueprints over the read-side ports."""
+"""The Flask app factory: sign-in, the dashboard's pages and REST API v1, over the ports and services it is given."""
 
 from __future__ import annotations
 
-from flask import Flask, redirect, url_for
-from werkzeug.wrappers import Response
+import hashlib
+from datetime import timedelta
+from typing import Any
 
-from schemas.settings import Settings
-from store.ports import ObjectStore, RunReads
+from flask import Response, jsonify, request
+from flask_limiter import Limiter
+from flask_openapi3 import Info, OpenAPI
+from flask_wtf.csrf import CSRFProtect
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
 from web.api import api
+from web.auth import bearer_token
 from web.context import EXTENSION_KEY, WebContext
 from web.filters import register_filters
 from web.pages import pages
+from web.problems import ApiProblem, problem_response
+from web.signin import signin
+
+API_PREFIX = "/api/v1"
 
 
-def create_app(settings: Settings, reads: RunReads, objects: ObjectStore) -> Flask:
-    app = Flask(__name__)
-    app.extensions[EXTENSION_KEY] = WebContext(settings, reads, objects)
+def _rate_key() -> str:
+    """Requests are counted per API key (by its hash: the key itself is never kept), else per client address."""
+    token = bearer_token()
+    return "key:" + hashlib.sha256(token.encode()).hexdigest() if token else f"addr:{request.remote_addr}"
+
+
+def _validation_problem(error: ValidationError) -> Response:
+    errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+    return problem_response(422, "The request does not match this operation's parameters.", errors=errors)
+
+
+def create_app(context: WebContext) -> OpenAPI:
+    settings = context.settings
+    secret = settings.web_secret_key.get_secret_value()
+    if not secret:
+        raise RuntimeError("VALIDIBOT_WEB_SECRET_KEY is not set: sessions cannot be signed")
+    app = OpenAPI(
+        __name__,
+        info=Info(title="validibot-pipeline API", version="1"),
+        security_schemes={"api_key": {"type": "http", "scheme": "bearer", "description": "vbk_... API key"}},
+        # Served below as a plain rule: the library's own page would add a UI and an unauthenticated index.
+        doc_ui=False,
+        validation_error_status=422,
+        validation_error_callback=_validation_problem,
+    )
+    app.config.update(
+        SECRET_KEY=secret,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.web_url.startswith("https://"),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_hours),
+        # A submission, plus room for the multipart envelope around it; larger bodies are cut off unread.
+        MAX_CONTENT_LENGTH=settings.max_submission_bytes + 1024 * 1024,
+        WTF_CSRF_TIME_LIMIT=None,
+    )
+    app.extensions[EXTENSION_KEY] = context
+    csrf = CSRFProtect(app)
+    # The API authenticates each request by its bearer key, never by a cookie: no CSRF to guard against there.
+    csrf.exempt(api)
+    limiter = Limiter(_rate_key, app=app, storage_uri="memory://", headers_enabled=True)
+    limiter.limit(settings.api_rate_limit)(api)
+    app.register_api(api)
     app.register_blueprint(pages)
-    app.register_blueprint(api)
+    app.register_blueprint(signin)
     register_filters(app)
 
-    @app.get("/healthz")
-    def healthz() -> str:
-        return "ok"
+    # Plain Flask rules: neither is an operation of the API, so neither is in its document.
+    app.add_url_rule("/healthz", "healthz", lambda: "ok")
+    app.add_url_rule(f"{API_PREFIX}/openapi.json", "openapi", lambda: jsonify(app.api_doc))
 
-    @app.get("/")
-    def index() -> Response:
-        return redirect(url_for("pages.runs", org=settings.default_org))
+    @app.errorhandler(ApiProblem)
+    def api_problem(problem: ApiProblem) -> Response:
+        return problem_response(problem.status, problem.detail, errors=problem.errors, headers=problem.headers)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Any:
+        if request.path.startswith(API_PREFIX):
+            headers = {"Retry-After": error.retry_after} if getattr(error, "retry_after", None) else {}
+            return problem_response(error.code or 500, error.description, headers=headers)
+        return error
 
     return app

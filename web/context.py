@@ -1,15 +1,19 @@
-"""What the web's views share: the ports the app was built with, and reaching a run only through its own org."""
+"""What the web's views share: the ports and services the app was built with."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from flask import abort, current_app
+from flask import Request, abort, current_app
 
+from functions.operations import Operations
+from functions.workflows import Workflows
 from schemas.documents import RunDoc
 from schemas.paths import is_run_id, is_slug
 from schemas.settings import Settings
-from store.ports import ObjectStore, RunReads
+from store.ports import ObjectStore, RunReads, RunStore
+from web.accounts import Accounts
 
 EXTENSION_KEY = "validibot"
 
@@ -19,6 +23,12 @@ class WebContext:
     settings: Settings
     reads: RunReads
     objects: ObjectStore
+    store: RunStore
+    accounts: Accounts
+    operations: Operations
+    workflows: Workflows
+    # Behind Identity-Aware Proxy: the verified email of the request's signed header (None when absent or invalid).
+    iap_email: Callable[[Request], str | None] | None = None
 
 
 def web_context() -> WebContext:

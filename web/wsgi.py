@@ -6,7 +6,20 @@ Gunicorn imports this in each worker after it forks (no --preload), so every wor
 from __future__ import annotations
 
 from bootstrap import Services
+from web.accounts import Accounts
 from web.app import create_app
+from web.context import WebContext
 
 services = Services.from_environment()
-app = create_app(services.settings, services.run_reads, services.objects)
+app = create_app(
+    WebContext(
+        settings=services.settings,
+        reads=services.run_reads,
+        objects=services.objects,
+        store=services.run_store,
+        accounts=Accounts(services.account_store, services.settings),
+        operations=services.operations,
+        workflows=services.workflows,
+        iap_email=services.iap_email if services.settings.iap_audience else None,
+    )
+)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from deploy.stack import LocalStack
-from tests.support import EXAMPLES, cli_submit, page
+from tests.support import EXAMPLES, cli_submit, signed_in_as
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +29,8 @@ def test_energyplus_model_simulates_and_the_run_page_shows_the_results(full_stac
     assert "  file    eplustbl.htm  (" in result.stdout
     run_id = run_id_of(result.stdout)
 
-    detail = page(f"{full_stack.web_url}/orgs/demo/runs/{run_id}")
+    browser = signed_in_as(full_stack, "demo")
+    detail = browser.get(f"{full_stack.web_url}/orgs/demo/runs/{run_id}").text
     assert "site_electricity = " in detail
     assert "unmet_heating_hours = 0 h" in detail
     assert "Ground Temperatures" in detail  # the WARNING finding from eplusout.err
@@ -39,10 +39,10 @@ def test_energyplus_model_simulates_and_the_run_page_shows_the_results(full_stac
     sha = re.search(r'<a href="[^"]+/artifacts/eplustbl\.htm">eplustbl\.htm</a></td>\s*<td>[^<]+</td>\s*'
                     r'<td><code title="([0-9a-f]{64})">', detail)  # fmt: skip
     assert sha is not None
-    with urllib.request.urlopen(full_stack.web_url + link.group(1), timeout=10) as response:
-        report = response.read()
-        assert response.headers["Content-Type"].startswith("text/html")
-        assert response.headers["Content-Disposition"] == "attachment; filename=eplustbl.htm"
+    response = browser.get(full_stack.web_url + link.group(1), timeout=10)
+    report = response.content
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert response.headers["Content-Disposition"] == "attachment; filename=eplustbl.htm"
     assert hashlib.sha256(report).hexdigest() == sha.group(1)
     assert b"Annual Building Utility Performance Summary" in report
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 import time
-import urllib.error
 
 import pytest
 
 from deploy.stack import LocalStack
 from schemas.enums import RunStatus
 from schemas.paths import inbox_object, run_id_for
-from tests.support import EXAMPLES, cli_submit, page
+from tests.support import EXAMPLES, cli_submit, signed_in_as
 
 pytestmark = pytest.mark.e2e
 
@@ -30,11 +29,12 @@ def test_valid_and_invalid_documents_reach_their_verdicts_and_the_dashboard(full
     assert len([line for line in invalid.stdout.splitlines() if line.strip().startswith("ERROR")]) == 4
     assert "ERROR   /building_id  '42' does not match '^B-[0-9]{4}$'" in invalid.stdout
 
-    dashboard = page(f"{full_stack.web_url}/orgs/demo/runs")
+    browser = signed_in_as(full_stack, "demo")
+    dashboard = browser.get(f"{full_stack.web_url}/orgs/demo/runs").text
     assert f'href="/orgs/demo/runs/{valid_id}"><span class="status SUCCEEDED">SUCCEEDED' in dashboard
     assert f'href="/orgs/demo/runs/{invalid_id}"><span class="status FAILED">FAILED' in dashboard
 
-    detail = page(f"{full_stack.web_url}/orgs/demo/runs/{invalid_id}")
+    detail = browser.get(f"{full_stack.web_url}/orgs/demo/runs/{invalid_id}").text
     assert "VALIDATION_FAILED" in detail
     assert "<code>/systems/1/kind</code>" in detail
     assert "&#39;steam&#39; is not one of" in detail
@@ -56,15 +56,16 @@ def test_plain_client_upload_into_the_inbox_works_the_same(full_stack: LocalStac
     assert found is not None
     assert found.status == RunStatus.FAILED
     assert found.counts.ERROR == 4
-    assert "uploaded-with-the-client.json" in page(f"{full_stack.web_url}/orgs/demo/runs")
+    browser = signed_in_as(full_stack, "demo")
+    assert "uploaded-with-the-client.json" in browser.get(f"{full_stack.web_url}/orgs/demo/runs").text
 
 
 def test_another_org_cannot_see_a_demo_run(full_stack: LocalStack) -> None:
     result = cli_submit(full_stack, EXAMPLES / "building-valid.json")
     run_id = result.stdout.splitlines()[0]
 
-    assert page(f"{full_stack.web_url}/orgs/demo/runs/{run_id}")
-    with pytest.raises(urllib.error.HTTPError) as not_found:
-        page(f"{full_stack.web_url}/orgs/other/runs/{run_id}")
-    assert not_found.value.code == 404
-    assert run_id not in page(f"{full_stack.web_url}/orgs/other/runs")
+    member, outsider = signed_in_as(full_stack, "demo"), signed_in_as(full_stack, "other")
+    assert member.get(f"{full_stack.web_url}/orgs/demo/runs/{run_id}").status_code == 200
+    assert outsider.get(f"{full_stack.web_url}/orgs/demo/runs/{run_id}").status_code == 404
+    assert outsider.get(f"{full_stack.web_url}/orgs/other/runs/{run_id}").status_code == 404
+    assert run_id not in outsider.get(f"{full_stack.web_url}/orgs/other/runs").text
