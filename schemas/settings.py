@@ -29,7 +29,6 @@ class Settings(BaseSettings):
     pipeline_subscription: str = "validibot-pipeline"
     maintenance_topic: str = "validibot-maintenance"
     maintenance_subscription: str = "validibot-maintenance"
-    default_org: str = "demo"
     web_url: str = "http://127.0.0.1:8000"
 
     max_submission_bytes: int = Field(default=10 * MIB, gt=0)
