@@ -402,7 +402,7 @@ class LocalStack:
                 "8",
                 "--access-logfile",
                 "-",
-                "web.wsgi:app",
+                "web.wsgi:create()",
             ],
             # The web alone signs session cookies.
             {**self.env, **self.settings_env(), WEB_SECRET_ENV: self.settings.web_secret_key.get_secret_value()},

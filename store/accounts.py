@@ -36,9 +36,7 @@ class FirestoreAccountStore:
 
     def api_keys(self, org: str) -> list[tuple[str, ApiKeyDoc]]:
         query = (
-            self._db.collection("api_keys")
-            .where(filter=firestore.FieldFilter("org", "==", org))
-            .order_by("created_at")
+            self._db.collection("api_keys").where(filter=firestore.FieldFilter("org", "==", org)).order_by("created_at")
         )
         return [(d.id, ApiKeyDoc.model_validate(d.to_dict())) for d in query.stream()]
 

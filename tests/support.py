@@ -44,8 +44,7 @@ from schemas.signing import SIGNATURE_METADATA_KEY, attempt_signing_key, sign
 from store.objects import finalized_event
 from store.ports import Conflict, ObjectStore, RunReads, RunStore
 from web.accounts import Accounts
-from web.app import create_app
-from web.context import WebContext
+from web.wsgi import app_for
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -218,18 +217,7 @@ class Harness(Driver):
 
     def web(self) -> Flask:
         """The web app over this harness's emulators, in process (its test client is what the tests drive)."""
-        services = self.services
-        return create_app(
-            WebContext(
-                settings=services.settings,
-                reads=services.run_reads,
-                objects=services.objects,
-                store=services.run_store,
-                accounts=Accounts(services.account_store, services.settings),
-                operations=services.operations,
-                workflows=services.workflows,
-            )
-        )
+        return app_for(self.services)
 
     def signed_in_web(self, org: str = "demo", role: Role = Role.VIEWER) -> FlaskClient:
         """A test client of `web()` signed in through its form as a new member of `org` with `role`."""
