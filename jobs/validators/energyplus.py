@@ -9,6 +9,7 @@ artifacts. `success` only when EnergyPlus returned 0 with no severe or fatal err
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -38,7 +39,7 @@ from jobs.validators.energyplus_model import (
     scan_idf,
     uses_hvac_templates,
 )
-from jobs.validators.energyplus_results import parse_err, read_metrics
+from jobs.validators.energyplus_results import END_USES_ARTIFACT, parse_err, read_metrics, read_monthly_end_uses
 from jobs.validators.sandbox import Completed, run_isolated
 from schemas.enums import Severity
 from schemas.envelopes import Location, Message
@@ -48,6 +49,7 @@ ARTIFACTS = {
     "eplusout.sql": "application/vnd.sqlite3",
     "eplusout.csv": "text/csv",
     "eplustbl.htm": "text/html",
+    END_USES_ARTIFACT: "application/json",
 }
 EPJSON_SUFFIXES = (".epjson", ".json")
 WEATHER_ROLE = "weather"
@@ -208,6 +210,10 @@ class EnergyPlusValidator:
         location = read_weather_location(sql) if sql.is_file() else None
         if location is not None:
             outputs["weather_location"] = location
+        end_uses = read_monthly_end_uses(sql) if sql.is_file() else None
+        if end_uses is not None:
+            # Small and typed, so the run page can chart it without opening the SQL file.
+            (output_dir / END_USES_ARTIFACT).write_text(json.dumps(end_uses))
         result = ValidationResult(
             messages=messages,
             metrics=read_metrics(sql) if sql.is_file() else [],

@@ -21,10 +21,16 @@ from schemas.envelopes import Location, Message
 FORBIDDEN_PREFIXES = ("pythonplugin:", "externalinterface")
 FORBIDDEN_CLASSES = {"energymanagementsystem:program", "energymanagementsystem:subroutine"}
 
-# Outputs the validator reads (the SQL file with tabular reports) and publishes (the HTML tables).
-REQUIRED_OUTPUTS_IDF = """
+# Outputs the validator reads (the SQL file with tabular reports: the annual summaries and the monthly end uses of
+# the two fuels small buildings use, which the run page charts) and publishes (the HTML tables).
+SUMMARY_REPORTS = (
+    "AllSummary",
+    "EndUseEnergyConsumptionElectricityMonthly",
+    "EndUseEnergyConsumptionNaturalGasMonthly",
+)
+REQUIRED_OUTPUTS_IDF = f"""
 Output:SQLite, SimpleAndTabular;
-Output:Table:SummaryReports, AllSummary;
+Output:Table:SummaryReports, {", ".join(SUMMARY_REPORTS)};
 OutputControl:Table:Style, HTML;
 """
 REPLACED_OUTPUT_CLASSES = {"output:sqlite", "output:table:summaryreports", "outputcontrol:table:style"}
@@ -319,7 +325,7 @@ def prepare_epjson(model: dict[str, Any], settings: RunSettings) -> str:
     prepared = {k: v for k, v in model.items() if k.lower() not in REPLACED_OUTPUT_CLASSES}
     prepared["Output:SQLite"] = {"Output:SQLite 1": {"option_type": "SimpleAndTabular"}}
     prepared["Output:Table:SummaryReports"] = {
-        "Output:Table:SummaryReports 1": {"reports": [{"report_name": "AllSummary"}]}
+        "Output:Table:SummaryReports 1": {"reports": [{"report_name": name} for name in SUMMARY_REPORTS]}
     }
     prepared["OutputControl:Table:Style"] = {"OutputControl:Table:Style 1": {"column_separator": "HTML"}}
     if settings.timesteps_per_hour is not None:

@@ -1,10 +1,12 @@
-"""What an EnergyPlus run said: findings from eplusout.err, metrics from the tabular reports in eplusout.sql."""
+"""What an EnergyPlus run said: findings from eplusout.err, metrics and monthly end uses from the tabular reports in
+eplusout.sql."""
 
 from __future__ import annotations
 
 import re
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from schemas.enums import Severity
 from schemas.envelopes import Location, Message, Metric
@@ -93,3 +95,65 @@ def read_metrics(sql_path: Path) -> list[Metric]:
     finally:
         db.close()
     return [Metric(name=name, value=value, unit=unit) for name, value, unit in candidates if value is not None]
+
+
+MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
+J_TO_KWH = 1 / 3.6e6
+# EnergyPlus's meter names for end uses and fuels, as people read them (its own tabular reports' wording).
+END_USE_NAMES = {
+    "INTERIORLIGHTS": "Interior Lighting",
+    "EXTERIORLIGHTS": "Exterior Lighting",
+    "INTERIOREQUIPMENT": "Interior Equipment",
+    "EXTERIOREQUIPMENT": "Exterior Equipment",
+    "FANS": "Fans",
+    "PUMPS": "Pumps",
+    "HEATING": "Heating",
+    "COOLING": "Cooling",
+    "HEATREJECTION": "Heat Rejection",
+    "HUMIDIFIER": "Humidification",
+    "HEATRECOVERY": "Heat Recovery",
+    "WATERSYSTEMS": "Water Systems",
+    "REFRIGERATION": "Refrigeration",
+    "COGENERATION": "Generators",
+}
+FUEL_NAMES = {"ELECTRICITY": "Electricity", "NATURALGAS": "Natural Gas"}
+END_USES_ARTIFACT = "end-uses.json"
+
+
+def read_monthly_end_uses(sql_path: Path) -> dict[str, Any] | None:
+    """Monthly end uses by fuel in kWh, from the EndUseEnergyConsumption*Monthly reports: every end use that used
+    any energy, as `{"unit", "months", "series": [{"fuel", "end_use", "values"}]}`. None when the reports are
+    missing (the run did not get that far)."""
+    db = sqlite3.connect(f"file:{sql_path}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT RowName, ColumnName, Units, Value FROM TabularDataWithStrings "
+            "WHERE ReportName LIKE 'EndUseEnergyConsumption%Monthly' AND TableName = 'Custom Monthly Report'"
+        ).fetchall()
+    except sqlite3.DatabaseError:
+        return None
+    finally:
+        db.close()
+    values: dict[tuple[str, str], list[float]] = {}
+    for month, column, unit, text in rows:
+        end_use, _, fuel = column.partition(":")
+        if month not in MONTHS or not fuel:
+            continue
+        try:
+            number = float(text)
+        except ValueError:
+            continue
+        kwh = number * J_TO_KWH if unit == "J" else number * _TO_KWH.get(unit, 0.0)
+        key = (FUEL_NAMES.get(fuel, fuel.title()), END_USE_NAMES.get(end_use, end_use.title()))
+        values.setdefault(key, [0.0] * len(MONTHS))[MONTHS.index(month)] = round(kwh, 3)
+    if not values:
+        return None
+    series = [
+        {"fuel": fuel, "end_use": end_use, "values": monthly}
+        for (fuel, end_use), monthly in sorted(values.items())
+        if any(monthly)
+    ]
+    return {"unit": "kWh", "months": [m[:3] for m in MONTHS], "series": series}

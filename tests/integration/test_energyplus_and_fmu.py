@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import zipfile
 from pathlib import Path
@@ -58,7 +59,22 @@ def test_energyplus_model_simulates_in_a_separate_process(harness: Harness) -> N
     assert metrics["site_natural_gas"].value > 100
     assert metrics["site_eui"].unit == "kWh/m2"
     assert {"unmet_heating_hours", "unmet_cooling_hours"} <= set(metrics)
-    assert sorted(a.name for a in step.artifacts) == ["eplusout.csv", "eplusout.err", "eplusout.sql", "eplustbl.htm"]
+    assert sorted(a.name for a in step.artifacts) == [
+        "end-uses.json",
+        "eplusout.csv",
+        "eplusout.err",
+        "eplusout.sql",
+        "eplustbl.htm",
+    ]
+    end_uses = next(a for a in step.artifacts if a.name == "end-uses.json")
+    charted = json.loads(harness.bucket.blob(parse_gs_uri(end_uses.uri)[1]).download_as_bytes())
+    assert charted["months"][0] == "Jan"
+    assert len(charted["months"]) == 12
+    by_name = {(s["fuel"], s["end_use"]): s["values"] for s in charted["series"]}
+    assert {("Electricity", "Interior Lighting"), ("Natural Gas", "Interior Equipment")} <= set(by_name)
+    # The monthly end uses add up to the annual site electricity the summary reports (kWh, rounded per month).
+    electricity = sum(sum(v) for (fuel, _), v in by_name.items() if fuel == "Electricity")
+    assert electricity == pytest.approx(metrics["site_electricity"].value, rel=0.01)
     prefix = attempt.expected_output_uri.removesuffix("output.json") + "artifacts/"
     for artifact in step.artifacts:
         assert artifact.uri == prefix + artifact.name

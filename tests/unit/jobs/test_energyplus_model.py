@@ -334,7 +334,9 @@ def test_run_settings_replace_the_models_own_and_outputs_are_forced() -> None:
     assert by_class["Timestep"] == [["6"]]
     assert [f[:5] for f in by_class["RunPeriod"]] == [["Validibot Run Period", "1", "1", "", "1"]]
     assert by_class["Output:SQLite"] == [["SimpleAndTabular"]]
-    assert by_class["Output:Table:SummaryReports"] == [["AllSummary"]]
+    assert by_class["Output:Table:SummaryReports"] == [
+        ["AllSummary", "EndUseEnergyConsumptionElectricityMonthly", "EndUseEnergyConsumptionNaturalGasMonthly"]
+    ]
     assert by_class["OutputControl:Table:Style"] == [["HTML"]]
     assert by_class["Zone"] == [["Office"]]
 
