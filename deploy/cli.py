@@ -1,4 +1,9 @@
-"""The `validibot` command: bring up the local stack, submit files, benchmark."""
+"""The `validibot` command: bring up the local stack, submit files and follow runs, manage workflows, people and keys.
+
+Commands about runs and workflows have two backends with one interface (`Backend`): the REST API once `validibot
+login` saved a key (or VALIDIBOT_SERVER and VALIDIBOT_API_KEY are set), else the local stack's buckets and Firestore
+directly. Admin commands (orgs, users, keys) always work on Firestore: they are for whoever runs the stack.
+"""
 
 from __future__ import annotations
 
@@ -9,26 +14,56 @@ import shlex
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any, NoReturn, Protocol
 
 import click
+from pydantic import BaseModel
 
 from bootstrap import Services
+from deploy.api_client import (
+    KEY_ENV,
+    SERVER_ENV,
+    ApiClient,
+    ApiError,
+    ApiTarget,
+    config_path,
+    read_config,
+    resolve_target,
+    write_config,
+)
 from deploy.fmu_build import build_fmu
 from deploy.provision import DEMO_ORG, DemoAccess, seed_demo_access
 from deploy.stack import LocalStack, Ports, PrerequisiteMissing, emulator_env, with_local_secrets
 from deploy.workflow_files import WorkflowSource, check_file, dump, exported, workflow_paths
-from functions.workflows import WorkflowProblem
+from functions.workflows import CheckedWorkflow, WorkflowProblem
+from schemas.access import is_api_key, key_hash, key_id
+from schemas.api import (
+    Accepted,
+    Canceled,
+    FindingOut,
+    RunDetail,
+    RunOut,
+    RunPage,
+    WorkflowApplied,
+    WorkflowList,
+    finding_out,
+    run_href,
+    run_out,
+    step_out,
+    workflow_out,
+)
 from schemas.changes import Write, org_path
-from schemas.documents import OrgDoc, RunDoc, WorkflowDoc
-from schemas.enums import RunStatus
-from schemas.paths import inbox_object, is_slug, run_id_for
+from schemas.documents import OrgDoc, WorkflowDoc
+from schemas.enums import Role, RunStatus
+from schemas.paths import inbox_object, is_run_id, is_slug, run_id_for
 from schemas.settings import Settings
 from schemas.workflow_file import WorkflowFile
-from store.ports import Conflict, RunReads
-from web.accounts import Accounts
+from store.ports import Conflict
+from web.accounts import AccountExists, Accounts
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DEMO_FMU_SCRIPT = EXAMPLES / "fmu" / "RoomHeater.py"
@@ -37,10 +72,56 @@ LOCAL_PROJECT = "validibot-local"
 # checkout, which they may see.
 SECRET_DIR = Path.home() / ".validibot"
 
+# Exit codes (DESIGN §14), the same in both modes: scripts branch on them.
+EXIT_PASSED = 0
+EXIT_FAILED = 1
+EXIT_ERROR = 2
+EXIT_GAVE_UP = 3
+EXIT_INTERRUPTED = 130
+# What `--help` says of every command that has both backends.
+MODES = (
+    "Talks to the REST API after `validibot login` (or with VALIDIBOT_SERVER and VALIDIBOT_API_KEY set); "
+    "otherwise directly to the local stack's buckets and Firestore."
+)
+DIRECT_ONLY = "Works directly on the local stack's Firestore (or the project your credentials reach), never the API."
+ORG_HELP = "The org [default: the API key's org after `validibot login`, else demo]."
+# Findings a human reads under a verdict; --json and `runs show --json` carry all of them.
+SHOWN_FINDINGS = 50
+# --wait polls quickly at first (inline validations end in well under a second), then every POLL_MAX seconds, so
+# a long simulation followed over the API costs few requests against the key's rate limit.
+POLL_FIRST, POLL_MAX = 0.2, 1.0
 
-@click.group()
+
+def verdict_exit_code(status: str) -> int:
+    """0 passed, 1 failed validation, 2 any other end (canceled, timed out)."""
+    return {RunStatus.SUCCEEDED: EXIT_PASSED, RunStatus.FAILED: EXIT_FAILED}.get(RunStatus(status), EXIT_ERROR)
+
+
+class CommandError(Exception):
+    """Bad input, an unknown run, a refusal: printed as `error: ...`, exit 2, by the group around every command."""
+
+
+class ValidibotGroup(click.Group):
+    """Every command's errors, the API's included, end the same way: a line on stderr and the documented exit code.
+    Ctrl-C is caught here, before click would turn it into `Aborted!` and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except (CommandError, ApiError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
+
+
+@click.group(
+    cls=ValidibotGroup,
+    help=f"validibot-pipeline: event-driven validation on Google Cloud, or locally on its emulators.\n\n{MODES}",
+)
 def main() -> None:
-    """validibot-pipeline: event-driven validation on Google Cloud, or locally on its emulators."""
+    pass
 
 
 def _use_local_emulators_by_default(settings: Settings) -> None:
@@ -124,10 +205,14 @@ validibot is up.
   sign in     {access.email}   password {access.password}   (admin; new on every start)
   API key     {access.key}   (executor; REST API v1 at {stack.web_url}/api/v1)
 
-Submit a file (in another terminal):
-  export {exports}
+Submit a file through the REST API (in another terminal), as a hosted service's users do:
+  VALIDIBOT_API_KEY=<the API key above> {validibot} login --server {stack.web_url}
   {validibot} submit examples/building-invalid.json --workflow json-basic --wait
   {validibot} submit examples/small-office.idf --workflow energyplus-basic --wait
+
+or directly into the local stack's buckets (no login; `validibot logout` first if you logged in):
+  export {exports}
+  {validibot} submit examples/building-valid.json --workflow json-basic --wait
 
 Ctrl-C stops everything."""
     )
@@ -150,69 +235,421 @@ def build_fmu_command(script: Path, out: Path) -> None:
     click.echo(build_fmu(script, out))
 
 
+# -- Two backends, one interface ---------------------------------------------------------------------------------
+
+
+class Backend(Protocol):
+    """What the run and workflow commands need, answered in the API's own bodies by either backend, so that each
+    command has one code path and its --json output is the same document in both modes."""
+
+    org: str
+    # Where a run's page is: the web the API belongs to, or the local stack's.
+    web_url: str
+
+    def submit(self, file: Path, workflow: str, idempotency_key: str | None) -> Accepted: ...
+
+    def run(self, run_id: str) -> RunDetail | None:
+        """The run with its steps; None when there is none (yet: a submission becomes a run within moments)."""
+        ...
+
+    def findings(self, run_id: str, limit: int | None) -> list[FindingOut]: ...
+
+    def runs(self, status: RunStatus | None, workflow: str | None, cursor: str | None, limit: int) -> RunPage: ...
+
+    def cancel(self, run_id: str) -> Canceled: ...
+
+    def rerun(self, run_id: str) -> Accepted: ...
+
+    def workflows(self) -> WorkflowList: ...
+
+    def workflow(self, slug: str, version: int | None) -> dict[str, Any]:
+        """The workflow as the backend has it: the whole stored version directly, its public summary over the API."""
+        ...
+
+    def apply(self, path: Path, checked: CheckedWorkflow) -> WorkflowApplied: ...
+
+
+@dataclass
+class ApiBackend:
+    client: ApiClient
+    org: str
+
+    @property
+    def web_url(self) -> str:
+        return self.client.server
+
+    def submit(self, file: Path, workflow: str, idempotency_key: str | None) -> Accepted:
+        return self.client.submit(self.org, workflow, file, idempotency_key)
+
+    def run(self, run_id: str) -> RunDetail | None:
+        return self.client.run(self.org, run_id)
+
+    def findings(self, run_id: str, limit: int | None) -> list[FindingOut]:
+        return self.client.all_findings(self.org, run_id, limit)
+
+    def runs(self, status: RunStatus | None, workflow: str | None, cursor: str | None, limit: int) -> RunPage:
+        return self.client.runs(self.org, status, workflow, cursor, limit)
+
+    def cancel(self, run_id: str) -> Canceled:
+        return self.client.cancel(self.org, run_id)
+
+    def rerun(self, run_id: str) -> Accepted:
+        return self.client.rerun(self.org, run_id)
+
+    def workflows(self) -> WorkflowList:
+        return self.client.workflows(self.org)
+
+    def workflow(self, slug: str, version: int | None) -> dict[str, Any]:
+        if version is not None:
+            raise CommandError("--version reads Firestore directly; the API serves the current version only")
+        return self.client.workflow(self.org, slug).model_dump(mode="json", exclude_none=True)
+
+    def apply(self, path: Path, checked: CheckedWorkflow) -> WorkflowApplied:
+        file = checked.file
+        if file.org != self.org:
+            # The API would answer 404, which says nothing about why.
+            raise CommandError(f"{path}: the file is a workflow of org {file.org}; this API key is for org {self.org}")
+        # The names were found and checked on disk by check_file: relative to the file, inside its folder.
+        folder = WorkflowSource(path).folder
+        names = sorted({name for step in checked.resources.values() for name in step})
+        return self.client.apply_workflow(file.org, file.slug, path, {name: folder / name for name in names})
+
+
+@dataclass
+class DirectBackend:
+    services: Services
+    org: str
+
+    @property
+    def web_url(self) -> str:
+        return self.services.settings.web_url
+
+    def submit(self, file: Path, workflow: str, idempotency_key: str | None) -> Accepted:
+        # An upload is its own idempotency: its run id comes from the object's generation.
+        run_id = _upload(self.services, file, self.org, workflow)
+        return Accepted(run_id=run_id, href=run_href(self.org, run_id))
+
+    def run(self, run_id: str) -> RunDetail | None:
+        # Not limited to self.org: whoever holds the stack's credentials sees every org (a rerun of another org's run
+        # is followed like any other).
+        found = self.services.run_reads.run(run_id) if is_run_id(run_id) else None
+        if found is None:
+            return None
+        steps = [step_out(found.org, run_id, step) for step in self.services.run_reads.steps(run_id)]
+        return RunDetail(**run_out(run_id, found).model_dump(), steps=steps)
+
+    def findings(self, run_id: str, limit: int | None) -> list[FindingOut]:
+        reads = self.services.run_reads
+        if limit is not None:
+            return [finding_out(finding) for finding in reads.findings(run_id, limit=limit)]
+        found: list[FindingOut] = []
+        after: str | None = None
+        while True:
+            page = reads.findings_page(run_id, after=after, limit=1000)
+            found.extend(finding_out(finding) for _, finding in page.items)
+            if page.next_after is None or not page.items:
+                return found
+            after = page.next_after
+
+    def runs(self, status: RunStatus | None, workflow: str | None, cursor: str | None, limit: int) -> RunPage:
+        # The cursor is the id the next page starts after: opaque to users, as the API's is. Checked first, as the
+        # API checks its own: Firestore takes an id with a slash for an error, not for a position.
+        if cursor is not None and not is_run_id(cursor):
+            raise CommandError(f"{cursor!r} is not a cursor `validibot runs list` printed")
+        page = self.services.run_reads.runs_page(self.org, status=status, workflow=workflow, after=cursor, limit=limit)
+        return RunPage(items=[run_out(run_id, run) for run_id, run in page.items], next_cursor=page.next_after)
+
+    def cancel(self, run_id: str) -> Canceled:
+        from functions.operations import NotCancelable, RunNotFound
+
+        try:
+            run = self.services.operations.cancel(run_id)
+        except (RunNotFound, NotCancelable) as exc:
+            raise CommandError(str(exc)) from exc
+        return Canceled(run_id=run_id, status=run.status)
+
+    def rerun(self, run_id: str) -> Accepted:
+        from functions.operations import NotRerunnable, RunNotFound
+
+        try:
+            new_run_id = self.services.operations.rerun(run_id)
+        except (RunNotFound, NotRerunnable) as exc:
+            raise CommandError(str(exc)) from exc
+        original = self.services.run_reads.run(run_id)
+        return Accepted(run_id=new_run_id, href=run_href(original.org if original else self.org, new_run_id))
+
+    def workflows(self) -> WorkflowList:
+        return WorkflowList(items=[workflow_out(workflow) for workflow in self.services.run_store.workflows(self.org)])
+
+    def workflow(self, slug: str, version: int | None) -> dict[str, Any]:
+        return _stored_version(self.services, self.org, slug, version).model_dump(mode="json", exclude_none=True)
+
+    def apply(self, path: Path, checked: CheckedWorkflow) -> WorkflowApplied:
+        try:
+            applied = self.services.workflows.apply(checked, WorkflowSource(path).read)
+        except LookupError as exc:
+            raise CommandError(f"{path}: {exc.args[0]}") from exc
+        return WorkflowApplied(slug=applied.slug, version=applied.version, changed=applied.changed)
+
+
+def _direct_services() -> Services:
+    services = Services.from_environment()
+    _use_local_emulators_by_default(services.settings)
+    return services
+
+
+def _api_target() -> ApiTarget | None:
+    try:
+        saved = read_config(config_path(os.environ))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    return resolve_target(os.environ, saved)
+
+
+def _backend(org: str | None) -> Backend:
+    """The API when signed in (the org defaulting to the key's), else the stack directly (defaulting to demo)."""
+    target = _api_target()
+    if target is not None:
+        client = ApiClient(target.server, target.key)
+        return ApiBackend(client, org or target.org or client.whoami().org)
+    return DirectBackend(_direct_services(), org or DEMO_ORG)
+
+
+def _print_json(body: BaseModel | dict[str, Any]) -> None:
+    data = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _with_findings(run: RunDetail, findings: list[FindingOut]) -> dict[str, Any]:
+    """A run as --json prints it once it can be judged: the API's RunDetail, and its findings under `findings`."""
+    return {**run.model_dump(mode="json"), "findings": [f.model_dump(mode="json") for f in findings]}
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON body (one document).")
+org_option = click.option("--org", default=None, help=ORG_HELP)
+timeout_option = click.option("--timeout", default=300.0, show_default=True, help="Seconds --wait waits for a verdict.")
+
+
+# -- Signing in ----------------------------------------------------------------------------------------------------
+
+
 @main.command()
+@click.option("--server", required=True, envvar=SERVER_ENV, help="The web's base URL, e.g. http://127.0.0.1:8000.")
+def login(server: str) -> None:
+    """Check an API key and save it for the commands that talk to the REST API. The key is read from
+    VALIDIBOT_API_KEY, else asked for without echo; it is saved, with the server and the key's org, in
+    $VALIDIBOT_CLI_CONFIG or ~/.validibot/cli.json (readable by you alone), and never printed."""
+    key = (os.environ.get(KEY_ENV) or _prompt_key()).strip()
+    if not is_api_key(key):
+        raise CommandError("that is not an API key (they start with vbk_); `validibot up` prints one")
+    client = ApiClient(server, key)
+    caller = client.whoami()
+    path = config_path(os.environ)
+    write_config(path, ApiTarget(client.server, key, caller.org))
+    click.echo(f"signed in to {client.server} as org {caller.org} (role {caller.role}, key {caller.key_id})")
+
+
+def _prompt_key() -> str:
+    try:
+        return str(click.prompt("API key", hide_input=True))
+    except click.Abort:
+        # click turns both Ctrl-C and end of input into Abort: without a terminal it can only be the latter.
+        if not sys.stdin.isatty():
+            raise CommandError(f"no API key: set {KEY_ENV}, or run `validibot login` in a terminal") from None
+        raise KeyboardInterrupt from None
+
+
+@main.command()
+def logout() -> None:
+    """Forget the saved API key: commands work directly on the local stack again."""
+    path = config_path(os.environ)
+    if path.exists():
+        path.unlink()
+        click.echo(f"signed out (removed {path})")
+    else:
+        click.echo(f"not signed in ({path} does not exist)")
+    if os.environ.get(SERVER_ENV) and os.environ.get(KEY_ENV):
+        click.echo(f"{SERVER_ENV} and {KEY_ENV} are still set: commands still talk to the API", err=True)
+
+
+# -- Runs ----------------------------------------------------------------------------------------------------------
+
+
+@main.command(help=f"Submit FILE to a workflow and print the run id; with --wait, follow it to its verdict.\n\n{MODES}")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--workflow", "-w", required=True, help="Workflow slug, e.g. json-basic.")
-@click.option("--org", default=DEMO_ORG, show_default=True)
+@org_option
 @click.option("--wait", is_flag=True, help="Follow the run; exit 0 SUCCEEDED, 1 FAILED, 2 otherwise, 3 no verdict.")
-@click.option("--timeout", default=300.0, show_default=True, help="Seconds --wait waits for a verdict.")
-def submit(file: Path, workflow: str, org: str, wait: bool, timeout: float) -> None:
-    """Upload FILE to inbox/ORG/WORKFLOW/ and print the run id."""
-    services = Services.from_environment()
-    _use_local_emulators_by_default(services.settings)
-    run_id = _upload(services, file, org, workflow)
-    click.echo(run_id)
-    if wait:
-        _wait_for_verdict(services, run_id, timeout)
+@timeout_option
+@click.option(
+    "--idempotency-key",
+    help="API mode: submit under this key (default: a new one); a repeat with the same key and file gets the same run.",
+)
+@json_option
+def submit(
+    file: Path,
+    workflow: str,
+    org: str | None,
+    wait: bool,
+    timeout: float,
+    idempotency_key: str | None,
+    as_json: bool,
+) -> None:
+    backend = _backend(org)
+    accepted = backend.submit(file, workflow, idempotency_key)
+    _accepted(backend, accepted, wait, timeout, as_json)
 
 
-def _wait_for_verdict(services: Services, run_id: str, timeout: float) -> None:
+def _accepted(backend: Backend, accepted: Accepted, wait: bool, timeout: float, as_json: bool) -> None:
+    """A new run: its id (or the API's body), then, with --wait, its verdict."""
+    if not wait:
+        if as_json:
+            _print_json(accepted)
+        else:
+            click.echo(accepted.run_id)
+        return
+    if not as_json:
+        click.echo(accepted.run_id)
+    _wait_for_verdict(backend, accepted, timeout, as_json)
+
+
+def _wait_for_verdict(backend: Backend, accepted: Accepted, timeout: float, as_json: bool) -> NoReturn:
     """Follow the run to its verdict; exit 0 SUCCEEDED, 1 FAILED, 2 canceled or timed out, 3 gave up waiting."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = services.run_reads.run(run_id)
-        if found is not None and RunStatus(found.status).is_terminal:
-            _print_verdict(services.run_reads, run_id, found, services.settings.web_url)
-            sys.exit({RunStatus.SUCCEEDED: 0, RunStatus.FAILED: 1}.get(RunStatus(found.status), 2))
-        time.sleep(0.2)
-    click.echo(f"no verdict after {timeout:.0f}s (is the stack up?)", err=True)
-    sys.exit(3)
+    pause = POLL_FIRST
+    run = None
+    while True:
+        run = backend.run(accepted.run_id) or run
+        if run is not None and RunStatus(run.status).is_terminal:
+            findings = backend.findings(run.run_id, None if as_json else SHOWN_FINDINGS)
+            if as_json:
+                _print_json(_with_findings(run, findings))
+            else:
+                _print_verdict(run, findings, backend.web_url)
+            sys.exit(verdict_exit_code(run.status))
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(min(pause, left))
+        pause = min(POLL_MAX, pause * 1.5)
+    if as_json:
+        # Still one document: what is known of the run, for a script to follow it later.
+        _print_json(run if run is not None else accepted)
+    state = f"the run is {run.status}" if run is not None else "the run has not started"
+    hint = "is the stack up?" if isinstance(backend, DirectBackend) else f"validibot runs show {accepted.run_id}"
+    click.echo(f"no verdict after {timeout:g}s: {state} ({hint})", err=True)
+    sys.exit(EXIT_GAVE_UP)
 
 
-@main.command()
+def _print_verdict(run: RunDetail, findings: list[FindingOut], web_url: str) -> None:
+    click.echo(f"{run.status}  {run.submission_name}  ({run.duration_ms} ms)")
+    if run.error:
+        click.echo(f"  {run.error_category}: {run.error}")
+    _print_findings(findings[:SHOWN_FINDINGS])
+    for step in run.steps:
+        for metric in step.metrics:
+            click.echo(f"  metric  {metric.name} = {metric.value:g}{f' {metric.unit}' if metric.unit else ''}")
+        for artifact in step.artifacts:
+            click.echo(f"  file    {artifact.name}  ({artifact.size_bytes} bytes)")
+    click.echo(f"  details: {web_url}/orgs/{run.org}/runs/{run.run_id}")
+
+
+def _print_findings(findings: list[FindingOut]) -> None:
+    for finding in findings:
+        where = finding.location.path if finding.location and finding.location.path is not None else ""
+        click.echo(f"  {finding.severity:<7} {where or '/'}  {finding.message}")
+
+
+@main.command(help=f"Cancel a run: its step is stopped, its job killed, the run ends CANCELED.\n\n{MODES}")
 @click.argument("run_id")
-def cancel(run_id: str) -> None:
-    """Cancel a run: its step is stopped, its job killed, the run ends CANCELED (exit 0; 2 if it cannot be)."""
-    from functions.operations import NotCancelable, RunNotFound
-
-    services = Services.from_environment()
-    _use_local_emulators_by_default(services.settings)
-    try:
-        run = services.operations.cancel(run_id)
-    except (RunNotFound, NotCancelable) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    click.echo(f"{run.status}  {run_id}")
+@org_option
+@json_option
+def cancel(run_id: str, org: str | None, as_json: bool) -> None:
+    canceled = _backend(org).cancel(run_id)
+    if as_json:
+        _print_json(canceled)
+    else:
+        click.echo(f"{canceled.status}  {run_id}")
 
 
-@main.command()
+@main.command(
+    help=f"Run a run's stored submission again, as a new run linked to it (rerun_of); print the new run id.\n\n{MODES}"
+)
 @click.argument("run_id")
+@org_option
 @click.option("--wait", is_flag=True, help="Follow the new run; exit 0 SUCCEEDED, 1 FAILED, 2 otherwise, 3 no verdict.")
-@click.option("--timeout", default=300.0, show_default=True, help="Seconds --wait waits for a verdict.")
-def rerun(run_id: str, wait: bool, timeout: float) -> None:
-    """Run a run's pinned submission again, as a new run linked to it (rerun_of); print the new run id."""
-    from functions.operations import NotRerunnable, RunNotFound
+@timeout_option
+@json_option
+def rerun(run_id: str, org: str | None, wait: bool, timeout: float, as_json: bool) -> None:
+    backend = _backend(org)
+    _accepted(backend, backend.rerun(run_id), wait, timeout, as_json)
 
-    services = Services.from_environment()
-    _use_local_emulators_by_default(services.settings)
-    try:
-        new_run_id = services.operations.rerun(run_id)
-    except (RunNotFound, NotRerunnable) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    click.echo(new_run_id)
-    if wait:
-        _wait_for_verdict(services, new_run_id, timeout)
+
+@main.group(help=f"Runs of an org: list them, show one with its steps and findings.\n\n{MODES}")
+def runs() -> None:
+    pass
+
+
+@runs.command("list", help=f"The org's runs, newest first, a page at a time.\n\n{MODES}")
+@org_option
+@click.option("--status", type=click.Choice([s.value for s in RunStatus], case_sensitive=False), help="Only these.")
+@click.option("--workflow", "-w", help="Only runs of this workflow slug.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 200), help="Runs per page.")
+@click.option("--cursor", help="The page after the one that printed this cursor.")
+@json_option
+def runs_list(
+    org: str | None, status: str | None, workflow: str | None, limit: int, cursor: str | None, as_json: bool
+) -> None:
+    backend = _backend(org)
+    page = backend.runs(RunStatus(status.upper()) if status else None, workflow, cursor, limit)
+    if as_json:
+        _print_json(page)
+        return
+    for run in page.items:
+        click.echo(_run_line(run))
+    if page.next_cursor:
+        # On stderr: stdout stays one run per line, for scripts.
+        click.echo(f"more: validibot runs list --cursor {page.next_cursor}", err=True)
+
+
+def _run_line(run: RunOut) -> str:
+    created = run.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    counts = f"{run.counts.ERROR}E {run.counts.WARNING}W"
+    return f"{run.run_id}  {run.status:<9}  {created}  {run.workflow}  {counts}  {run.submission_name}"
+
+
+@runs.command("show", help=f"A run with its steps, metrics, files and findings.\n\n{MODES}")
+@click.argument("run_id")
+@org_option
+@json_option
+def runs_show(run_id: str, org: str | None, as_json: bool) -> None:
+    backend = _backend(org)
+    run = backend.run(run_id)
+    if run is None:
+        raise CommandError(f"no run {run_id} in org {backend.org}")
+    findings = backend.findings(run_id, None if as_json else SHOWN_FINDINGS)
+    if as_json:
+        _print_json(_with_findings(run, findings))
+        return
+    version = f" v{run.workflow_version}" if run.workflow_version is not None else ""
+    click.echo(f"{run.run_id}  {run.status}  {run.workflow}{version}  {run.submission_name}")
+    ended = f"  ended {run.ended_at:%Y-%m-%d %H:%M:%S}  ({run.duration_ms} ms)" if run.ended_at else ""
+    click.echo(f"  created {run.created_at:%Y-%m-%d %H:%M:%S}{ended}")
+    if run.rerun_of:
+        click.echo(f"  rerun of {run.rerun_of}")
+    if run.error:
+        click.echo(f"  {run.error_category}: {run.error}")
+    for step in run.steps:
+        counts = f"{step.counts.ERROR} errors, {step.counts.WARNING} warnings"
+        click.echo(f"  step {step.number}  {step.key} ({step.validator})  {step.status}  {counts}")
+        if step.error:
+            click.echo(f"    {step.error}")
+        for metric in step.metrics:
+            click.echo(f"    metric  {metric.name} = {metric.value:g}{f' {metric.unit}' if metric.unit else ''}")
+        for artifact in step.artifacts:
+            click.echo(f"    file    {artifact.name}  ({artifact.size_bytes} bytes)")
+    _print_findings(findings)
+    click.echo(f"  details: {backend.web_url}/orgs/{run.org}/runs/{run.run_id}")
 
 
 @main.command()
@@ -226,21 +663,6 @@ def maintain(once: bool) -> None:
         click.echo(f"{name}: {count}")
     if not report:
         click.echo("nothing to do")
-
-
-def _print_verdict(reads: RunReads, run_id: str, run: RunDoc, web_url: str) -> None:
-    click.echo(f"{run.status}  {run.submission_name}  ({run.duration_ms} ms)")
-    if run.error:
-        click.echo(f"  {run.error_category}: {run.error}")
-    for finding in reads.findings(run_id, limit=50):
-        where = finding.location.path if finding.location and finding.location.path is not None else ""
-        click.echo(f"  {finding.severity:<7} {where or '/'}  {finding.message}")
-    for step in reads.steps(run_id):
-        for metric in step.metrics:
-            click.echo(f"  metric  {metric.name} = {metric.value:g}{f' {metric.unit}' if metric.unit else ''}")
-        for artifact in step.artifacts:
-            click.echo(f"  file    {artifact.name}  ({artifact.size_bytes} bytes)")
-    click.echo(f"  details: {web_url}/orgs/{run.org}/runs/{run_id}")
 
 
 @main.command()
@@ -257,9 +679,14 @@ def bench(samples: int, burst: int, energyplus_samples: int, log_dir: Path) -> N
     click.echo(run_benchmark(samples, burst, energyplus_samples, log_dir.resolve()))
 
 
+# -- Workflows -----------------------------------------------------------------------------------------------------
+
+
 @main.group()
 def workflows() -> None:
-    """Workflows as files (DESIGN §12): apply, list, show, export, validate, and the file format's JSON Schema."""
+    """Workflows as files (DESIGN §12): apply, list, show, export, validate, and the file format's JSON Schema.
+    apply, list and show talk to the REST API after `validibot login`; otherwise, like export, directly to the
+    local stack's buckets and Firestore."""
 
 
 def _report(problems: list[WorkflowProblem]) -> None:
@@ -281,60 +708,66 @@ def workflows_validate(paths: tuple[Path, ...]) -> None:
     sys.exit(2 if failed else 0)
 
 
-@workflows.command("apply")
+@workflows.command(
+    "apply",
+    help="Apply workflow files (or folders of them) with their resource files: unchanged content is a no-op, "
+    f"changed content a new version. Nothing is applied when any file has a problem (exit 2).\n\n{MODES}",
+)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-def workflows_apply(paths: tuple[Path, ...]) -> None:
-    """Apply workflow files (or folders of them): unchanged content is a no-op, changed content a new version.
-    Nothing is applied when any file has a problem (exit 2)."""
+@json_option
+def workflows_apply(paths: tuple[Path, ...], as_json: bool) -> None:
     files = workflow_paths(list(paths))
     checked = [(path, *check_file(path)) for path in files]
     problems = [problem for _, _, found in checked for problem in found]
     if problems:
         _report(problems)
-        sys.exit(2)
-    services = Services.from_environment()
-    _use_local_emulators_by_default(services.settings)
+        sys.exit(EXIT_ERROR)
+    # Each file names its org: directly, that is where it goes; over the API, it must be the key's org.
+    backend = _backend(None)
+    applied_all: list[WorkflowApplied] = []
     for path, workflow, _ in checked:
         assert workflow is not None
-        try:
-            applied = services.workflows.apply(workflow, WorkflowSource(path).read)
-        except LookupError as exc:
-            click.echo(f"error: {path}: {exc.args[0]}", err=True)
-            sys.exit(2)
-        state = "applied" if applied.changed else "unchanged"
-        click.echo(f"{state}  {workflow.file.org}/{applied.slug}  version {applied.version}")
+        applied = backend.apply(path, workflow)
+        applied_all.append(applied)
+        if not as_json:
+            state = "applied" if applied.changed else "unchanged"
+            click.echo(f"{state}  {workflow.file.org}/{applied.slug}  version {applied.version}")
+    if as_json:
+        _print_json({"items": [applied.model_dump(mode="json") for applied in applied_all]})
 
 
-@workflows.command("list")
-@click.option("--org", default=DEMO_ORG, show_default=True)
-def workflows_list(org: str) -> None:
-    """The org's workflows: slug, current version, steps, name."""
-    services = Services.from_environment()
-    _use_local_emulators_by_default(services.settings)
-    for workflow in services.run_store.workflows(org):
+@workflows.command("list", help=f"The org's workflows: slug, current version, name, steps.\n\n{MODES}")
+@org_option
+@json_option
+def workflows_list(org: str | None, as_json: bool) -> None:
+    listed = _backend(org).workflows()
+    if as_json:
+        _print_json(listed)
+        return
+    for workflow in listed.items:
         steps = ", ".join(f"{step.key} ({step.validator})" for step in workflow.steps)
         click.echo(f"{workflow.slug}  v{workflow.version}  {workflow.name}  [{steps}]")
 
 
-def _version(org: str, slug: str, version: int | None) -> WorkflowDoc:
-    services = Services.from_environment()
-    _use_local_emulators_by_default(services.settings)
+def _stored_version(services: Services, org: str, slug: str, version: int | None) -> WorkflowDoc:
     store = services.run_store
     found = store.workflow(org, slug) if version is None else store.workflow_version(org, slug, version)
     if found is None:
-        click.echo(f"error: no workflow {org}/{slug}" + (f" version {version}" if version else ""), err=True)
-        sys.exit(2)
+        raise CommandError(f"no workflow {org}/{slug}" + (f" version {version}" if version else ""))
     return found
 
 
-@workflows.command("show")
+@workflows.command(
+    "show",
+    help="A workflow's current version (or, directly, a past one): directly, as stored, with its steps' pinned "
+    f"resource files; over the API, its public summary.\n\n{MODES}",
+)
 @click.argument("slug")
-@click.option("--org", default=DEMO_ORG, show_default=True)
-@click.option("--version", "version", type=int, help="A past version (default: the current one).")
+@org_option
+@click.option("--version", "version", type=int, help="A past version (default: the current one); direct mode only.")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of YAML.")
-def workflows_show(slug: str, org: str, version: int | None, as_json: bool) -> None:
-    """A version as stored: its number, when it was applied, its steps with their pinned resource files."""
-    click.echo(dump(_version(org, slug, version).model_dump(mode="json", exclude_none=True), as_json), nl=False)
+def workflows_show(slug: str, org: str | None, version: int | None, as_json: bool) -> None:
+    click.echo(dump(_backend(org).workflow(slug, version), as_json), nl=False)
 
 
 @workflows.command("export")
@@ -342,8 +775,9 @@ def workflows_show(slug: str, org: str, version: int | None, as_json: bool) -> N
 @click.option("--org", default=DEMO_ORG, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of YAML.")
 def workflows_export(slug: str, org: str, as_json: bool) -> None:
-    """The current version as a workflow file (resource files are named, not included)."""
-    click.echo(dump(exported(_version(org, slug, None)), as_json), nl=False)
+    """The current version as a workflow file (resource files are named, not included). Reads Firestore directly,
+    also after `validibot login`: the API does not serve whole versions."""
+    click.echo(dump(exported(_stored_version(_direct_services(), org, slug, None)), as_json), nl=False)
 
 
 @workflows.command("schema")
@@ -352,9 +786,26 @@ def workflows_schema() -> None:
     click.echo(json.dumps(WorkflowFile.model_json_schema(), indent=2))
 
 
-@main.group()
+# -- Orgs, people and API keys (admin, directly on Firestore) ------------------------------------------------------
+
+role_option = click.option(
+    "--role", required=True, type=click.Choice([r.value for r in Role], case_sensitive=False), help="Their role."
+)
+
+
+def _accounts(org: str) -> Accounts:
+    """Accounts on the stack's Firestore, for an org that exists (a key or member of none would be unusable)."""
+    if not is_slug(org):
+        raise CommandError(f"{org!r} is not an org id (lowercase letters, digits and dashes, 1-63)")
+    services = _direct_services()
+    if services.run_store.org(org) is None:
+        raise CommandError(f"there is no org {org!r}; `validibot orgs create {org} --name NAME` makes it")
+    return Accounts(services.account_store, services.settings)
+
+
+@main.group(help=f"Organizations (DESIGN §14): every run, workflow and resource file belongs to one.\n\n{DIRECT_ONLY}")
 def orgs() -> None:
-    """Organizations (DESIGN §14): every run, workflow and resource file belongs to one."""
+    pass
 
 
 @orgs.command("create")
@@ -373,3 +824,77 @@ def orgs_create(slug: str, name: str) -> None:
         click.echo(f"error: org {slug!r} exists already", err=True)
         sys.exit(2)
     click.echo(f"created  org {slug}")
+
+
+@main.group(help=f"People, who sign in to the web with email and password.\n\n{DIRECT_ONLY}")
+def users() -> None:
+    pass
+
+
+@users.command("create")
+@click.option("--org", required=True, help="The org they are a member of.")
+@click.option("--email", required=True, help="Their email, which they sign in with.")
+@role_option
+def users_create(org: str, email: str, role: str) -> None:
+    """Create a user, member of ORG with ROLE, and print their generated password as the last line (shown once:
+    only its hash is stored). Exit 2 if the org does not exist or the user does."""
+    accounts = _accounts(org)
+    try:
+        password = accounts.create_user(org, email, Role(role.lower()))
+    except (AccountExists, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    click.echo(f"created  user {email.strip().lower()}  ({role.lower()} in org {org}); their password, shown once:")
+    click.echo(password)
+
+
+@main.group(help=f"API keys, which programs and `validibot login` use (one org and role each).\n\n{DIRECT_ONLY}")
+def keys() -> None:
+    pass
+
+
+@keys.command("create")
+@click.option("--org", required=True, help="The org the key acts in.")
+@role_option
+@click.option("--name", default="created with validibot keys create", show_default=True, help="What it is for.")
+def keys_create(org: str, role: str, name: str) -> None:
+    """Create an API key for ORG with ROLE and print it as the last line (shown once: only its sha256 is stored)."""
+    key = _accounts(org).create_key(org, Role(role.lower()), name, "validibot keys create")
+    click.echo(f"created  key {key_id(key_hash(key))}  ({role.lower()} in org {org}, {name!r}); the key, shown once:")
+    click.echo(key)
+
+
+@keys.command("list")
+@click.option("--org", required=True)
+@json_option
+def keys_list(org: str, as_json: bool) -> None:
+    """The org's keys, revoked ones included: id, name, role, when made and last used. Never the keys themselves."""
+    listed = [
+        {
+            "key_id": listing.key_id,
+            "name": listing.key.name,
+            "role": Role(listing.key.role).value,
+            "created_at": listing.key.created_at.isoformat(),
+            "last_used_at": listing.key.last_used_at.isoformat() if listing.key.last_used_at else None,
+            "revoked": listing.key.revoked_at is not None,
+            "revoked_at": listing.key.revoked_at.isoformat() if listing.key.revoked_at else None,
+        }
+        for listing in _accounts(org).keys(org)
+    ]
+    if as_json:
+        _print_json({"items": listed})
+        return
+    for key in listed:
+        state = f"revoked {key['revoked_at']}" if key["revoked"] else f"last used {key['last_used_at'] or 'never'}"
+        click.echo(f"{key['key_id']}  {key['role']:<8}  created {key['created_at']}  {state}  {key['name']}")
+
+
+@keys.command("revoke")
+@click.argument("key_id_", metavar="KEY_ID")
+@click.option("--org", required=True)
+def keys_revoke(key_id_: str, org: str) -> None:
+    """Revoke the org's key KEY_ID (as `keys list` shows it): requests with it are refused (401) at once."""
+    try:
+        _accounts(org).revoke_key(org, key_id_)
+    except LookupError as exc:
+        raise CommandError(str(exc.args[0])) from exc
+    click.echo(f"revoked  key {key_id_}  (org {org})")

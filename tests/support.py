@@ -44,6 +44,8 @@ from schemas.signing import SIGNATURE_METADATA_KEY, attempt_signing_key, sign
 from store.objects import finalized_event
 from store.ports import Conflict, ObjectStore, RunReads, RunStore
 from web.accounts import Accounts
+from web.app import create_app
+from web.context import WebContext
 from web.wsgi import app_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -293,9 +295,11 @@ class Harness(Driver):
 
 
 def cli(stack: LocalStack, *args: str, settings: Settings | None = None) -> subprocess.CompletedProcess[str]:
-    """`validibot ARGS...`, as a user runs it against this stack (with other `settings`, if given)."""
+    """`validibot ARGS...`, as a user runs it against this stack (with other `settings`, if given), in direct mode:
+    no login of the developer's own (a saved config or VALIDIBOT_SERVER / VALIDIBOT_API_KEY) can redirect it."""
     own = (settings or stack.settings).as_environment()
-    env = {**os.environ, **stack.env, **own, "VALIDIBOT_WEB_URL": stack.web_url}
+    no_login = stack.log_dir / "no-login" / "cli.json"
+    env = {**cli_api_env(stack, no_login), **own}
     return subprocess.run([str(VALIDIBOT), *args], env=env, capture_output=True, text=True, timeout=180)
 
 
@@ -448,3 +452,125 @@ def zip_bytes(members: list[tuple[str | zipfile.ZipInfo, bytes]], compression: i
 def as_input_roles(roles: dict[str, list[str]]) -> list[InputRole]:
     """A workflow's `inputs` as a workflow file writes them (role → patterns), in the form documents keep."""
     return [InputRole(role=role, patterns=patterns) for role, patterns in roles.items()]
+
+
+# -- The CLI in API mode (after `validibot login`) ---------------------------------------------------------------
+
+
+def cli_api(
+    stack: LocalStack, config: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`validibot ARGS...` with its login saved in `config`: API mode once `validibot login` wrote it. The caller's
+    own VALIDIBOT_SERVER / VALIDIBOT_API_KEY are dropped, so only `config` and `env` decide the mode."""
+    return subprocess.run(
+        [str(VALIDIBOT), *args], env=cli_api_env(stack, config, env), capture_output=True, text=True, timeout=180
+    )
+
+
+def cli_api_env(stack: LocalStack, config: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    inherited = {k: v for k, v in os.environ.items() if k not in ("VALIDIBOT_SERVER", "VALIDIBOT_API_KEY")}
+    own = stack.settings.as_environment()
+    return {
+        **inherited,
+        **stack.env,
+        **own,
+        "VALIDIBOT_WEB_URL": stack.web_url,
+        "VALIDIBOT_CLI_CONFIG": str(config),
+        **(env or {}),
+    }
+
+
+# -- REST API v1 on a stack: orgs of a test's own, with the demo workflows applied through the API ----------------
+
+# The XSD resource files of examples/workflows/xml-basic.yaml, by the names the workflow file gives them.
+XML_RESOURCES = {name: (EXAMPLES / "workflows" / name).read_bytes() for name in ("xml/building.xsd", "xml/types.xsd")}
+
+
+def new_org(stack: LocalStack, prefix: str) -> str:
+    """A fresh org, so that its listings hold only what the test put there."""
+    org = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    ensure_org(stack, org)
+    return org
+
+
+def workflow_text(example: str, org: str, slug: str | None = None) -> str:
+    """examples/workflows/{example}.yaml as a workflow file of `org`, named `slug` (the example's own by default)."""
+    text = (EXAMPLES / "workflows" / f"{example}.yaml").read_text()
+    text = re.sub(r"(?m)^org: .*$", f"org: {org}", text)
+    return re.sub(r"(?m)^slug: .*$", f"slug: {slug or example}", text)
+
+
+def slow_fmu_workflow(org: str, slug: str = "slow-fmu") -> str:
+    """A workflow whose job runs for minutes on tests/fmus/SlowRoom.py's FMU: a run that is there to be canceled."""
+    return f"""org: {org}
+slug: {slug}
+name: A simulation slow enough to cancel
+steps:
+- key: simulate
+  name: Twenty thousand slow steps
+  validator: fmu
+  timeout_seconds: 3600
+  config:
+    start_time: 0
+    stop_time: 1200000
+    step_size: 60
+    output_variables: [room_temperature]
+"""
+
+
+def put_workflow(
+    api: Api, org: str, slug: str, text: str, resources: dict[str, bytes] | None = None
+) -> requests.Response:
+    """PUT a workflow file and its resource files (multipart `workflow` and `resources`, DESIGN §14)."""
+    files = [("workflow", (f"{slug}.yaml", text.encode(), "application/yaml"))]
+    files += [("resources", (name, data, "application/octet-stream")) for name, data in (resources or {}).items()]
+    return api.put(f"/orgs/{org}/workflows/{slug}", files=files)
+
+
+def api_submit(
+    api: Api, org: str, workflow: str, data: bytes, filename: str, idempotency_key: str | None = None
+) -> requests.Response:
+    """POST a file to a workflow (multipart `file`), with an Idempotency-Key when given."""
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
+    return api.post(f"/orgs/{org}/workflows/{workflow}/runs", files={"file": (filename, data)}, headers=headers)
+
+
+def wait_until(check: Callable[[], Any], seconds: float, what: str) -> Any:
+    """The first truthy answer of `check`, polled until `seconds` have passed."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"no {what} within {seconds:.0f} s")
+
+
+def api_run_running(api: Api, org: str, run_id: str, seconds: float = 60) -> dict[str, Any]:
+    """The run once its first step's job is running (what a cancel needs to find)."""
+
+    def running() -> dict[str, Any] | None:
+        found = api.get(f"/orgs/{org}/runs/{run_id}")
+        body = found.json() if found.status_code == 200 else None
+        return body if body and body["steps"] and body["steps"][0]["status"] == "RUNNING" else None
+
+    return wait_until(running, seconds, f"running job of run {run_id}")
+
+
+def web_with(harness: Harness, clock: Callable[[], datetime] | None = None, **overrides: Any) -> Flask:
+    """`harness.web()` with some settings changed (rate limit, lockout, ...) and, when given, the clock its
+    accounts and Idempotency-Key records are dated by."""
+    services = harness.services
+    settings = services.settings.model_copy(update=overrides)
+    dated = {"clock": clock} if clock is not None else {}
+    return create_app(
+        WebContext(
+            settings=settings,
+            reads=services.run_reads,
+            objects=services.objects,
+            store=services.run_store,
+            accounts=Accounts(services.account_store, settings, **dated),
+            operations=services.operations,
+            workflows=services.workflows,
+        )
+    )

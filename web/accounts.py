@@ -158,6 +158,11 @@ class Accounts:
             return changed
         raise RuntimeError("the account kept changing; try again")
 
+    def end_sessions(self, user_id: str) -> None:
+        """Sign-out: a session is a signed cookie, so a copy kept from before would still be good; voiding every
+        session signed until now is what makes it end (the person's other browsers sign in again too)."""
+        self._update_user(user_id, lambda user: user.model_copy(update={"sessions_valid_after": self.clock()}))
+
     def session_user(self, user_id: str, signed_in_at: datetime) -> UserDoc | None:
         """The user a session names, unless the session was signed before its password was last set."""
         found = self.store.user(user_id)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
+from collections.abc import Callable
 from typing import Any
 
 from flask import Response, jsonify
@@ -46,6 +48,8 @@ from web.problems import ApiProblem, not_found
 from web.workflow_uploads import WorkflowUploadRefused, apply_uploaded
 
 BEARER = [{"api_key": []}]
+# A finding's document id: its attempt's id and its index (functions/ingest/transitions.py).
+_FINDING_ID = re.compile(r"^[0-9]{2}-[0-9]{1,3}-[0-9]{4,}$")
 ERRORS: dict[Any, Any] = {401: Problem, 403: Problem, 404: Problem, 429: Problem}
 
 api = APIBlueprint(
@@ -111,14 +115,22 @@ def _run_of(org: str, run_id: str) -> Any:
     return run
 
 
-def _cursor_after(cursor: str | None) -> str | None:
-    """Cursors are opaque to clients: the id the next page starts after, encoded."""
+def _cursor_after(cursor: str | None, is_id: Callable[[str], bool]) -> str | None:
+    """Cursors are opaque to clients: the id the next page starts after, encoded. A decoded id must have the form
+    of the listing's ids before it reaches Firestore, where an empty one or one with a slash would be an error."""
     if cursor is None:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor.encode() + b"==").decode()
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise ApiProblem(422, "The cursor is not one this API returned.") from exc
+        after = base64.urlsafe_b64decode(cursor.encode() + b"==").decode()
+    except (binascii.Error, UnicodeDecodeError):
+        after = None
+    if after is None or not is_id(after):
+        raise ApiProblem(422, "The cursor is not one this API returned.")
+    return after
+
+
+def _is_finding_id(value: str) -> bool:
+    return bool(_FINDING_ID.match(value))
 
 
 def _cursor(next_after: str | None) -> str | None:
@@ -176,7 +188,7 @@ def list_runs(path: OrgPath, query: RunsQuery) -> Response:
         path.org,
         status=RunStatus(query.status) if query.status else None,
         workflow=query.workflow,
-        after=_cursor_after(query.cursor),
+        after=_cursor_after(query.cursor, is_run_id),
         limit=query.limit,
     )
     return _body(RunPage(items=[run_out(i, r) for i, r in page.items], next_cursor=_cursor(page.next_after)))
@@ -199,7 +211,9 @@ def get_run(path: RunPath) -> Response:
 def list_findings(path: RunPath, query: PageQuery) -> Response:
     api_access(path.org, Role.VIEWER)
     _run_of(path.org, path.run_id)
-    page = web_context().reads.findings_page(path.run_id, after=_cursor_after(query.cursor), limit=query.limit)
+    page = web_context().reads.findings_page(
+        path.run_id, after=_cursor_after(query.cursor, _is_finding_id), limit=query.limit
+    )
     return _body(FindingPage(items=[finding_out(f) for _, f in page.items], next_cursor=_cursor(page.next_after)))
 
 
@@ -256,9 +270,7 @@ def list_workflows(path: OrgPath) -> Response:
     return _body(WorkflowList(items=[workflow_out(w) for w in web_context().store.workflows(path.org)]))
 
 
-@api.get(
-    "/orgs/<org>/workflows/<slug>", tags=[workflows_tag], responses={200: WorkflowOut}, summary="A workflow"
-)
+@api.get("/orgs/<org>/workflows/<slug>", tags=[workflows_tag], responses={200: WorkflowOut}, summary="A workflow")
 def get_workflow(path: WorkflowPath) -> Response:
     api_access(path.org, Role.VIEWER)
     workflow = web_context().store.workflow(path.org, path.slug) if is_slug(path.slug) else None

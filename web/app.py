@@ -18,10 +18,11 @@ from web.auth import bearer_token
 from web.context import EXTENSION_KEY, WebContext
 from web.filters import register_filters
 from web.pages import pages
-from web.problems import ApiProblem, problem_response
+from web.problems import PROBLEM_JSON, ApiProblem, problem_response
 from web.signin import signin
 
 API_PREFIX = "/api/v1"
+OPENAPI_SCHEMAS = "#/components/schemas/"
 
 
 def _rate_key() -> str:
@@ -33,6 +34,19 @@ def _rate_key() -> str:
 def _validation_problem(error: ValidationError) -> Response:
     errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
     return problem_response(422, "The request does not match this operation's parameters.", errors=errors)
+
+
+def _problems_documented_as_sent(doc: dict[str, Any]) -> dict[str, Any]:
+    """Errors go out as application/problem+json (RFC 9457), but the library documents every response model as
+    application/json: relabel the Problem responses so that the document says what clients will receive."""
+    problem = f"{OPENAPI_SCHEMAS}Problem"
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            for response in operation.get("responses", {}).values() if isinstance(operation, dict) else ():
+                content = response.get("content", {})
+                if content.get("application/json", {}).get("schema", {}).get("$ref") == problem:
+                    content[PROBLEM_JSON] = content.pop("application/json")
+    return doc
 
 
 def create_app(context: WebContext) -> OpenAPI:
@@ -64,7 +78,8 @@ def create_app(context: WebContext) -> OpenAPI:
     # The API authenticates each request by its bearer key, never by a cookie: no CSRF to guard against there.
     csrf.exempt(api)
     limiter = Limiter(_rate_key, app=app, storage_uri="memory://", headers_enabled=True)
-    limiter.limit(settings.api_rate_limit)(api)
+    # One budget per key across every operation: a plain limit on a blueprint counts each route separately.
+    limiter.shared_limit(settings.api_rate_limit, scope="api_v1")(api)
     app.register_api(api)
     app.register_blueprint(pages)
     app.register_blueprint(signin)
@@ -72,7 +87,16 @@ def create_app(context: WebContext) -> OpenAPI:
 
     # Plain Flask rules: neither is an operation of the API, so neither is in its document.
     app.add_url_rule("/healthz", "healthz", lambda: "ok")
-    app.add_url_rule(f"{API_PREFIX}/openapi.json", "openapi", lambda: jsonify(app.api_doc))
+    app.add_url_rule(
+        f"{API_PREFIX}/openapi.json", "openapi", lambda: jsonify(_problems_documented_as_sent(app.api_doc))
+    )
+
+    @app.after_request
+    def retry_after_only_when_limited(response: Response) -> Response:
+        # Flask-Limiter puts Retry-After on every response; it means "wait" only on a 429 (or a 503).
+        if response.status_code not in (429, 503):
+            response.headers.pop("Retry-After", None)
+        return response
 
     @app.errorhandler(ApiProblem)
     def api_problem(problem: ApiProblem) -> Response:
@@ -81,7 +105,10 @@ def create_app(context: WebContext) -> OpenAPI:
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
         if request.path.startswith(API_PREFIX):
-            headers = {"Retry-After": error.retry_after} if getattr(error, "retry_after", None) else {}
+            # The error's own headers (a 405's Allow, which HTTP requires) go with the problem; its body does not.
+            headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+            if getattr(error, "retry_after", None):
+                headers["Retry-After"] = error.retry_after
             return problem_response(error.code or 500, error.description, headers=headers)
         return error
 

@@ -8,7 +8,7 @@ exists; a member whose role is too small gets 403.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import quote
 
 from flask import abort, redirect, request, session, url_for
@@ -80,7 +80,8 @@ def start_session(user_id: str) -> None:
     session.clear()
     session.permanent = True
     session[SESSION_USER] = user_id
-    session[SESSION_SIGNED_IN_AT] = datetime.now(UTC).isoformat()
+    # Dated by the clock that dates password resets (sessions_valid_after), so the two always compare.
+    session[SESSION_SIGNED_IN_AT] = web_context().accounts.clock().isoformat()
 
 
 def page_access(org: str, needed: Role = Role.VIEWER) -> SignedIn:

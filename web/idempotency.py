@@ -59,9 +59,8 @@ def idempotent_submission(
     if not idempotency_key.strip() or not idempotency_key.isprintable():
         raise ApiProblem(422, "The Idempotency-Key header must be 1 to 255 printable characters.")
     ctx = web_context()
-    store, settings, path = ctx.accounts.store, ctx.settings, idempotency_path(
-        idempotency_record_id(key_hash, idempotency_key)
-    )
+    store, settings = ctx.accounts.store, ctx.settings
+    path = idempotency_path(idempotency_record_id(key_hash, idempotency_key))
     for _ in range(TRIES):
         found = store.idempotency(path[-1])
         now = ctx.accounts.clock()

@@ -49,5 +49,8 @@ def submit() -> tuple[str, int] | Response:
 
 @signin.post("/signout")
 def signout() -> Response:
+    person = signed_in()
+    if person is not None:
+        web_context().accounts.end_sessions(person.user_id)
     session.clear()
     return redirect(url_for("signin.form"))
