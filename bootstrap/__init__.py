@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from events.ports import Publisher
 from schemas.settings import Settings
-from store.ports import AccountStore, ObjectStore, RunReads, RunStore
+from store.ports import AccountStore, ObjectStore, RunReads, RunStore, RunWatch
 
 if TYPE_CHECKING:
     from google.cloud import firestore, pubsub_v1, run_v2, storage
@@ -124,6 +124,12 @@ class Services:
         from store.accounts import FirestoreAccountStore
 
         return FirestoreAccountStore(self.firestore_client)
+
+    @cached_property
+    def run_watch(self) -> RunWatch:
+        from store.watch import FirestoreRunWatch
+
+        return FirestoreRunWatch(self.firestore_client)
 
     @cached_property
     def run_reads(self) -> RunReads:

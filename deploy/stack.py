@@ -399,7 +399,7 @@ class LocalStack:
                 "--bind",
                 f"127.0.0.1:{self.ports.web}",
                 "--threads",
-                "8",
+                str(self.settings.web_threads),
                 "--access-logfile",
                 "-",
                 "web.wsgi:create()",

@@ -85,6 +85,18 @@ class Settings(BaseSettings):
     max_artifact_bytes: int = Field(default=512 * MIB, gt=0)
     web_runs_per_page: int = Field(default=50, gt=0, le=500)
     web_findings_per_page: int = Field(default=500, gt=0, le=5000)
+    # Live run pages (Server-Sent Events fed by Firestore listeners): each open page holds one of the web's threads
+    # and one watch on its run. Past the cap a page polls instead; a quiet stream sends a keep-alive (which is also
+    # how a closed page is noticed and its watch released) and ends after web_live_max_seconds (the browser
+    # reconnects).
+    web_threads: int = Field(default=64, gt=0, le=1000)
+    web_max_live_pages: int = Field(default=48, gt=0)
+    web_live_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    web_live_max_seconds: int = Field(default=3600, gt=0)
+    # After an upload from the dashboard, how long to wait for INTAKE to make its run before showing the run page.
+    web_submit_wait_seconds: float = Field(default=10.0, gt=0)
+    # Results read whole to draw a chart: larger files are offered for download only.
+    web_chart_max_bytes: int = Field(default=8 * MIB, gt=0)
 
     # People and programs (DESIGN §14). The web's session cookies are signed with this key: the web alone holds it
     # (Secret Manager in production; `validibot up` keeps a generated one in ~/.validibot/).

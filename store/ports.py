@@ -7,7 +7,7 @@ same semantics for unit tests. Nothing here imports a Google client, so code tha
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -208,6 +208,20 @@ class RunReads(Protocol):
     def findings(self, run_id: str, limit: int) -> list[FindingDoc]: ...
 
     def rejected_receipts(self, run_id: str, limit: int) -> list[ReceiptDoc]: ...
+
+
+class RunWatch(Protocol):
+    """Being told when a run changes: what a live run page streams to the browser."""
+
+    def watch(self, run_id: str, changed: Callable[[], None]) -> Callable[[], None]:
+        """Call `changed` (from another thread) when the run or any of its steps changes, and once at the start;
+        returns the function that stops watching (idempotent)."""
+        ...
+
+    @property
+    def watching(self) -> int:
+        """Watches open now, in this process."""
+        ...
 
 
 class ObjectStore(Protocol):

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from deploy.fmu_build import build_fmu
 from deploy.stack import LocalStack, Ports
@@ -20,6 +21,7 @@ from tests.support import (
     TEST_PROJECT,
     TEST_SIGNING_SECRET,
     TEST_WEB_SECRET_KEY,
+    chromium,
     secrets_in_logs,
 )
 
@@ -35,6 +37,8 @@ def _start(tmp_path_factory: pytest.TempPathFactory, name: str, full: bool) -> I
         # runs as users get it, ticking (more often than `validibot up`, so the tests wait less).
         inline_chain=full,
         tick_seconds=2,
+        # A closed live page is noticed at its stream's next keep-alive: soon, so the tests see it released.
+        web_live_heartbeat_seconds=1.0,
     )
     stack = LocalStack(Ports.free(), settings, tmp_path_factory.mktemp(f"{name}-logs"))
     saved = {k: os.environ.get(k) for k in stack.env}
@@ -91,3 +95,12 @@ def fmus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The test FMUs, built with pythonfmu from their scripts (no FMU binary is committed)."""
     out = tmp_path_factory.mktemp("fmus")
     return {name: build_fmu(script, out) for name, script in FMU_SCRIPTS.items()}
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Headless Debian chromium driven by Playwright, once per session."""
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(chromium()), headless=True)
+        yield launched
+        launched.close()

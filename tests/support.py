@@ -44,8 +44,6 @@ from schemas.signing import SIGNATURE_METADATA_KEY, attempt_signing_key, sign
 from store.objects import finalized_event
 from store.ports import Conflict, ObjectStore, RunReads, RunStore
 from web.accounts import Accounts
-from web.app import create_app
-from web.context import WebContext
 from web.wsgi import app_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -308,6 +306,25 @@ def cli_submit(stack: LocalStack, file: Path, workflow: str = "json-basic") -> s
     return cli(stack, "submit", str(file), "--workflow", workflow, "--wait", "--timeout", "120")
 
 
+# -- A real browser: Playwright driving Debian's chromium (no browser download is possible here) ----------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_INSTALL = "apt-get install -y chromium"
+
+
+def chromium() -> Path:
+    """Debian's chromium, installed with apt-get when it is missing and we are root; otherwise the exact command
+    to run, as an error (a browser test that cannot run must not pass)."""
+    if CHROMIUM.exists():
+        return CHROMIUM
+    if os.geteuid() != 0:
+        raise RuntimeError(f"the browser tests need Debian's chromium: run `sudo {CHROMIUM_INSTALL}`")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True)
+    subprocess.run([*CHROMIUM_INSTALL.split(), "-q"], check=True, env=env, capture_output=True)
+    return CHROMIUM
+
+
 # -- People and API keys on a stack (DESIGN §14) -----------------------------------------------------------------
 
 # Every key and password the tests made: the full stack's teardown checks that none reached its logs.
@@ -560,17 +577,4 @@ def api_run_running(api: Api, org: str, run_id: str, seconds: float = 60) -> dic
 def web_with(harness: Harness, clock: Callable[[], datetime] | None = None, **overrides: Any) -> Flask:
     """`harness.web()` with some settings changed (rate limit, lockout, ...) and, when given, the clock its
     accounts and Idempotency-Key records are dated by."""
-    services = harness.services
-    settings = services.settings.model_copy(update=overrides)
-    dated = {"clock": clock} if clock is not None else {}
-    return create_app(
-        WebContext(
-            settings=settings,
-            reads=services.run_reads,
-            objects=services.objects,
-            store=services.run_store,
-            accounts=Accounts(services.account_store, settings, **dated),
-            operations=services.operations,
-            workflows=services.workflows,
-        )
-    )
+    return app_for(harness.services, harness.services.settings.model_copy(update=overrides), clock)

@@ -12,7 +12,7 @@ from functions.workflows import Workflows
 from schemas.documents import RunDoc
 from schemas.paths import is_run_id, is_slug
 from schemas.settings import Settings
-from store.ports import ObjectStore, RunReads, RunStore
+from store.ports import ObjectStore, RunReads, RunStore, RunWatch
 from web.accounts import Accounts
 
 EXTENSION_KEY = "validibot"
@@ -27,6 +27,8 @@ class WebContext:
     accounts: Accounts
     operations: Operations
     workflows: Workflows
+    # Live run pages; without it (unit tests) pages poll.
+    watch: RunWatch | None = None
     # Behind Identity-Aware Proxy: the verified email of the request's signed header (None when absent or invalid).
     iap_email: Callable[[Request], str | None] | None = None
 

@@ -58,6 +58,7 @@ class Scene:
     fmu_run: str
     slow_run: str
     member: requests.Session
+    executor: requests.Session
     outsider: requests.Session
 
     def api(self, key: str | None) -> Api:
@@ -149,21 +150,31 @@ RIGHT_ROLE = [pair for op in OPERATIONS for pair in allowed(op)]
 
 @dataclass(frozen=True)
 class Page:
-    """A page of the web, for an org's signed-in members; `run` is the scene's run it shows."""
+    """A page of the web (by its Flask endpoint), for an org's signed-in members of at least `least`; `run` is the
+    scene's run it shows."""
 
     name: str
     template: str
     run: str | None = None
+    least: Role = Role.VIEWER
 
     def path(self, scene: Scene, org: str | None = None) -> str:
         run_id = getattr(scene, self.run) if self.run else ""
         return self.template.format(org=org or scene.org, run_id=run_id)
 
+    def member(self, scene: Scene) -> requests.Session:
+        return scene.executor if self.least == Role.EXECUTOR else scene.member
+
 
 PAGES = [
-    Page("runs", "/orgs/{org}/runs"),
-    Page("run", "/orgs/{org}/runs/{run_id}", "json_run"),
-    Page("artifact", "/orgs/{org}/runs/{run_id}/steps/1/artifacts/results.csv", "fmu_run"),
+    Page("pages.runs", "/orgs/{org}/runs"),
+    Page("pages.run", "/orgs/{org}/runs/{run_id}", "json_run"),
+    Page("pages.artifact", "/orgs/{org}/runs/{run_id}/steps/1/artifacts/results.csv", "fmu_run"),
+    Page("pages.workflows", "/orgs/{org}/workflows"),
+    Page("pages.workflow", "/orgs/{org}/workflows/json-basic"),
+    Page("live.fragment", "/orgs/{org}/runs/{run_id}/live", "json_run"),
+    Page("live.events", "/orgs/{org}/runs/{run_id}/events", "json_run"),
+    Page("uploads.form", "/orgs/{org}/upload", least=Role.EXECUTOR),
 ]
 PAGES_OF_A_RUN = [page for page in PAGES if page.run]
 
@@ -196,6 +207,7 @@ def scene(full_stack: LocalStack, fmus: dict[str, Path]) -> Iterator[Scene]:
         keys=keys,
         other_key=new_key(full_stack, other, Role.ADMIN),
         member=signed_in_as(full_stack, org, Role.VIEWER),
+        executor=signed_in_as(full_stack, org, Role.EXECUTOR),
         outsider=signed_in_as(full_stack, other, Role.ADMIN),
         **runs,
     )
@@ -209,8 +221,11 @@ def assert_problem(response: requests.Response, status: int) -> dict[str, Any]:
     return response.json()
 
 
-# Routes open to anyone: the health check, the API's description, static files.
-PUBLIC_ENDPOINTS = {"healthz", "openapi", "static"}
+# Routes open to anyone: the health checks (the second says how many live pages stream), the API's description,
+# static files.
+PUBLIC_ENDPOINTS = {"healthz", "live.watching", "openapi", "static"}
+# The upload form's post: its tests are with the sign-in's.
+FORM_POSTS = {"uploads.submit"}
 # The sign-in form, its post and the sign-out post: their tests are at the end.
 SIGN_IN_ENDPOINTS = {"signin.form", "signin.submit", "signin.signout"}
 
@@ -218,9 +233,9 @@ SIGN_IN_ENDPOINTS = {"signin.form", "signin.submit", "signin.signout"}
 def test_the_tables_name_every_route_of_the_web_and_the_api(full_stack: LocalStack) -> None:
     endpoints = {rule.endpoint for rule in app_for(full_stack.services).url_map.iter_rules()}
 
-    tabled = {f"api_v1.{op.name}" for op in OPERATIONS} | {f"pages.{page.name}" for page in PAGES}
-    assert endpoints == tabled | {"pages.index"} | SIGN_IN_ENDPOINTS | PUBLIC_ENDPOINTS
-    for public in ("/healthz", "/api/v1/openapi.json"):
+    tabled = {f"api_v1.{op.name}" for op in OPERATIONS} | {page.name for page in PAGES}
+    assert endpoints == tabled | {"pages.index"} | SIGN_IN_ENDPOINTS | PUBLIC_ENDPOINTS | FORM_POSTS
+    for public in ("/healthz", "/healthz/live", "/api/v1/openapi.json"):
         assert requests.get(f"{full_stack.web_url}{public}", timeout=10).status_code == 200
 
 
@@ -347,13 +362,67 @@ def test_another_orgs_run_through_ones_own_org_page_is_404(scene: Scene, page: P
 
 @pytest.mark.parametrize("page", PAGES, ids=ids(PAGES))
 def test_a_member_sees_the_page(scene: Scene, page: Page) -> None:
-    response = get(scene, page.path(scene), scene.member)
+    response = get(scene, page.path(scene), page.member(scene))
 
     assert response.status_code == 200, response.text
-    if page.name == "artifact":
+    if page.name == "pages.artifact":
         assert response.content.startswith(b'"time","room_temperature"')
+    elif page.name == "live.events":  # the run has ended: the stream says so and closes
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        assert response.text.startswith("event: end\n")
+    elif page.name == "live.fragment":
+        assert 'data-terminal="true"' in response.text
     else:
         assert 'action="/signout"' in response.text
+
+
+TOO_SMALL_PAGES = [page for page in PAGES if page.least != Role.VIEWER]
+
+
+@pytest.mark.parametrize("page", TOO_SMALL_PAGES, ids=ids(TOO_SMALL_PAGES))
+def test_a_page_above_ones_role_is_403(scene: Scene, page: Page) -> None:
+    assert get(scene, page.path(scene), scene.member).status_code == 403
+
+
+def upload(scene: Scene, session: requests.Session) -> requests.Response:
+    """Upload through the dashboard's form with the executor's form's CSRF token."""
+    form = get(scene, f"/orgs/{scene.org}/upload", scene.executor)
+    return session.post(
+        scene.url(f"/orgs/{scene.org}/upload"),
+        data={"workflow": "json-basic", "csrf_token": csrf_token(form.text)},
+        files={"file": ("building.json", INVALID)},
+        allow_redirects=False,
+        timeout=60,
+    )
+
+
+def test_uploading_from_the_dashboard_needs_a_session_an_org_of_ones_own_and_the_executor_role(scene: Scene) -> None:
+    # A CSRF token is tied to its session: each caller posts one of its own form's; without a session there is
+    # none to match, and the post is refused before anything is read.
+    anonymous = upload(scene, requests.Session())
+    outsider_form = get(scene, f"/orgs/{scene.other}/upload", scene.outsider)
+    outsider = scene.outsider.post(
+        scene.url(f"/orgs/{scene.org}/upload"),
+        data={"workflow": "json-basic", "csrf_token": csrf_token(outsider_form.text)},
+        files={"file": ("building.json", INVALID)},
+        allow_redirects=False,
+        timeout=60,
+    )
+    viewer_token = csrf_token(get(scene, f"/orgs/{scene.org}/runs", scene.member).text)
+    viewer = scene.member.post(
+        scene.url(f"/orgs/{scene.org}/upload"),
+        data={"workflow": "json-basic", "csrf_token": viewer_token},
+        files={"file": ("building.json", INVALID)},
+        allow_redirects=False,
+        timeout=60,
+    )
+    executor = upload(scene, scene.executor)
+
+    assert anonymous.status_code == 400
+    assert outsider.status_code == 404
+    assert viewer.status_code == 403
+    assert executor.status_code == 303
+    assert executor.headers["Location"].startswith(f"/orgs/{scene.org}/runs/")
 
 
 # -- signing in and out ------------------------------------------------------------------------------------------
