@@ -398,7 +398,10 @@ def test_stop_kills_the_jobs_whole_process_group_and_may_be_repeated(harness: Ha
     execution = launched_execution(harness, run_id)
     pgid, _ = parse_execution_name(execution)
     # The job and its simulation engine are both running.
-    assert wait_until(lambda: sum(p.pgid == pgid and p.alive for p in process_stats()) > 1)
+    assert wait_until(lambda: sum(p.pgid == pgid and p.alive for p in process_stats()) > 1), (
+        f"group {pgid}: {[p for p in process_stats() if p.pgid == pgid]}; "
+        f"attempt: {harness.store.attempt(run_id, attempt_id_for(1, 1))}"
+    )
 
     launcher.stop(execution)
 
