@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from flask import Flask
+from flask import Flask, Request
 
 from deploy.provision import seed_demo
 from functions.operations import Operations
@@ -601,8 +601,13 @@ class FakeWorld(Driver):
         )
 
 
-def web_app(world: FakeWorld, clock: Callable[[], datetime] | None = None) -> Flask:
-    """The web over a FakeWorld's ports: its pipeline's operations, its documents, its objects."""
+def web_app(
+    world: FakeWorld,
+    clock: Callable[[], datetime] | None = None,
+    iap_email: Callable[[Request], str | None] | None = None,
+) -> Flask:
+    """The web over a FakeWorld's ports: its pipeline's operations, its documents, its objects (and, given
+    `iap_email`, behind Identity-Aware Proxy)."""
     context = world.pipeline.context
     accounts = Accounts(world.fake_store, context.settings, clock or world.clock)
     return create_app(
@@ -614,5 +619,6 @@ def web_app(world: FakeWorld, clock: Callable[[], datetime] | None = None) -> Fl
             accounts=accounts,
             operations=Operations(context),
             workflows=Workflows(context),
+            iap_email=iap_email,
         )
     )

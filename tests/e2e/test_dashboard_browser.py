@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Dialog, Page, Route, expect
 
 from deploy.provision import seed_demo_access
 from deploy.stack import LocalStack
@@ -239,3 +239,31 @@ def test_ten_live_pages_each_get_their_update_and_release_their_watches(
     wait_until(lambda: live_pages() == 0, 30, "every closed page's watch released")
     assert json.loads(requests.get(f"{full_stack.web_url}/healthz/live", timeout=10).text) == {"live_pages": 0}
     assert api.post(f"/orgs/{org}/runs/{still_running['run_id']}/cancel").status_code == 200
+
+
+def test_a_page_whose_stream_drops_polls_and_still_gets_its_update(
+    full_stack: LocalStack, context: BrowserContext, fmus: dict[str, Path]
+) -> None:
+    org = new_org(full_stack, "poll")
+    api = Api(full_stack, new_key(full_stack, org, Role.AUTHOR))
+    assert put_workflow(api, org, "slow-fmu", slow_fmu_workflow(org)).status_code == 200
+    slow = fmus["SlowRoom"].read_bytes()
+    run_id = api.post(f"/orgs/{org}/workflows/slow-fmu/runs", files={"file": ("slow.fmu", slow)}).json()["run_id"]
+    wait_until(lambda: api.get(f"/orgs/{org}/runs/{run_id}").status_code == 200, 30, "the run")
+    page = context.new_page()
+    sign_in(page, full_stack, *new_user(full_stack, org, Role.VIEWER))
+    streams: list[str] = []
+
+    def dropped(route: Route) -> None:
+        streams.append(route.request.url)
+        route.abort()
+
+    page.route("**/events", dropped)
+    page.goto(f"{full_stack.web_url}/orgs/{org}/runs/{run_id}")
+    watch_live(page)
+
+    assert api.post(f"/orgs/{org}/runs/{run_id}/cancel").status_code == 200
+
+    expect(page.locator("#live [data-status]")).to_have_attribute("data-status", "CANCELED", timeout=30_000)
+    assert page.evaluate("window.__same_document") is True
+    assert streams  # the page tried to listen, and its update came by polling
