@@ -12,7 +12,8 @@ are imported where they are first needed rather than at the top.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +31,17 @@ if TYPE_CHECKING:
     from jobs.launchers.base import Launcher
 
 
-# Where Identity-Aware Proxy publishes the keys its signed headers are made with.
-IAP_CERTS_URL = "https://www.gstatic.com/iap/verify/public_key-jwk"
+# Where Identity-Aware Proxy publishes the keys its signed headers are made with (PEM, by key id), who it says
+# it is, and how long its keys are kept here.
+IAP_CERTS_URL = "https://www.gstatic.com/iap/verify/public_key"
+IAP_ISSUER = "https://cloud.google.com/iap"
+IAP_KEYS_SECONDS = 3600
 
 
 @dataclass
 class Services:
     settings: Settings
+    _iap_cache: tuple[float, dict[str, str]] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_environment(cls) -> Services:
@@ -202,23 +207,28 @@ class Services:
     # -- People ----------------------------------------------------------------------------------------------
 
     def iap_email(self, request: Any) -> str | None:
-        """The email Identity-Aware Proxy vouches for in the request's signed header, verified against Google's
-        IAP keys and VALIDIBOT_IAP_AUDIENCE; None when the header is absent or does not verify."""
+        """The email Identity-Aware Proxy vouches for in the request's signed header (ES256, verified against IAP's
+        published keys, its issuer and VALIDIBOT_IAP_AUDIENCE); None when the header is absent or does not verify."""
+        from google.auth import jwt
         from google.auth.exceptions import GoogleAuthError
-        from google.auth.transport import requests as google_requests
-        from google.oauth2 import id_token
 
         assertion = request.headers.get("x-goog-iap-jwt-assertion")
         if not assertion:
             return None
         try:
-            claims = id_token.verify_token(
-                assertion,
-                google_requests.Request(),
-                audience=self.settings.iap_audience,
-                certs_url=IAP_CERTS_URL,
-            )
+            claims = jwt.decode(assertion, certs=self._iap_keys(), audience=self.settings.iap_audience)
         except (GoogleAuthError, ValueError):
             return None
         email = claims.get("email")
-        return email if isinstance(email, str) else None
+        return email if claims.get("iss") == IAP_ISSUER and isinstance(email, str) else None
+
+    def _iap_keys(self) -> dict[str, str]:
+        """IAP's public keys (PEM, by key id), fetched at most once an hour: they rotate rarely, requests are many."""
+        import requests
+
+        now = time.monotonic()
+        if self._iap_cache is None or now - self._iap_cache[0] > IAP_KEYS_SECONDS:
+            response = requests.get(IAP_CERTS_URL, timeout=10)
+            response.raise_for_status()
+            self._iap_cache = (now, dict(response.json()))
+        return self._iap_cache[1]

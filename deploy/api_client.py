@@ -21,6 +21,7 @@ import requests
 from pydantic import BaseModel, ValidationError
 
 from schemas.api import (
+    IDEMPOTENCY_IN_PROGRESS,
     Accepted,
     Caller,
     Canceled,
@@ -273,7 +274,7 @@ class ApiClient:
             retry_after = response.headers.get("Retry-After", "")
             return min(MAX_RETRY_AFTER, float(retry_after)) if retry_after.isdigit() else self.retry_wait * 2**attempt
         # An earlier attempt of this very request may still be uploading: the API says so, and replays it after.
-        if retry and (status >= 500 or (attempt > 0 and status == 409 and "Idempotency-Key" in response.text)):
+        if retry and (status >= 500 or (attempt > 0 and status == 409 and _in_progress(response))):
             return self.retry_wait * 2**attempt
         return None
 
@@ -287,6 +288,13 @@ class ApiClient:
             raise ApiError(
                 response.status_code, f"the server's answer is not a {model.__name__} ({type(exc).__name__})"
             ) from exc
+
+
+def _in_progress(response: requests.Response) -> bool:
+    try:
+        return bool(response.json().get("type") == IDEMPOTENCY_IN_PROGRESS)
+    except (ValueError, AttributeError):
+        return False
 
 
 def _problem_detail(response: requests.Response) -> str:

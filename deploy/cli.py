@@ -519,7 +519,13 @@ def _wait_for_verdict(backend: Backend, accepted: Accepted, timeout: float, as_j
     pause = POLL_FIRST
     run = None
     while True:
-        run = backend.run(accepted.run_id) or run
+        try:
+            run = backend.run(accepted.run_id) or run
+        except ApiError as exc:
+            # No answer, or the server's own trouble, is a reason to ask again until the deadline (then exit 3);
+            # a refusal (the key revoked, say) will not change by waiting.
+            if exc.status and exc.status < 500 and exc.status != 429:
+                raise
         if run is not None and RunStatus(run.status).is_terminal:
             findings = backend.findings(run.run_id, None if as_json else SHOWN_FINDINGS)
             if as_json:

@@ -10,17 +10,19 @@ from typing import Any
 
 import yaml
 
-from functions.workflows import CheckedWorkflow, ResourceRefused, WorkflowProblem, check_workflow
+from functions.workflows import (
+    MAX_RESOURCE_BYTES,
+    CheckedWorkflow,
+    ResourceRefused,
+    WorkflowProblem,
+    check_resource_names,
+    check_resource_pattern,
+    check_workflow,
+)
 from schemas.documents import WorkflowDoc
-from schemas.paths import UnsafeName, check_filename
 from schemas.workflow_file import WorkflowFile
 
 SUFFIXES = (".yaml", ".yml", ".json")
-# Each part of a resource file's path, in UTF-8 bytes: what the runtime accepts for the files it writes.
-MAX_RESOURCE_NAME_BYTES = 255
-# A workflow's resource files are schemas and rule sets, not data: each is read whole into memory when applied.
-MAX_RESOURCE_BYTES = 20 * 1024 * 1024
-MAX_RESOURCES_PER_STEP = 200
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,7 @@ class WorkflowSource:
     def find(self, pattern: str) -> list[str]:
         """The files a resource name or glob names, as paths relative to the workflow's folder (inside it only).
         ResourceRefused when the pattern or a file it names cannot be a resource file."""
-        parts = Path(pattern).parts
-        if not parts or parts == (".",) or Path(pattern).is_absolute() or ".." in parts:
-            raise ResourceRefused(f"{pattern!r} is not a path inside the workflow file's folder")
+        check_resource_pattern(pattern)
         try:
             matched = sorted(self.folder.glob(pattern))
         except (ValueError, IndexError, OSError) as exc:
@@ -46,19 +46,10 @@ class WorkflowSource:
             for path in matched
             if path.is_file() and not path.is_symlink() and path.resolve().is_relative_to(self.folder)
         ]
-        if len(found) > MAX_RESOURCES_PER_STEP:
-            raise ResourceRefused(f"{pattern!r} names {len(found)} files; a step may have {MAX_RESOURCES_PER_STEP}")
-        names = []
-        for path in found:
-            name = path.relative_to(self.folder).as_posix()
-            try:
-                for part in name.split("/"):
-                    check_filename(part, MAX_RESOURCE_NAME_BYTES)
-            except UnsafeName as exc:
-                raise ResourceRefused(f"{name!r} cannot be a resource file's name: {exc}") from exc
+        names = check_resource_names(pattern, [path.relative_to(self.folder).as_posix() for path in found])
+        for name, path in zip(names, found, strict=True):
             if path.stat().st_size > MAX_RESOURCE_BYTES:
                 raise ResourceRefused(f"{name} is {path.stat().st_size} bytes; a resource file may be 20 MiB")
-            names.append(name)
         return names
 
     def read(self, name: str) -> bytes:

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import PurePosixPath
 
 from pydantic import ValidationError
 
@@ -18,7 +19,7 @@ from jobs.registry import KNOWN_RESULTS, RESOURCE_FIELDS, UnknownValidator, get_
 from schemas.changes import Versioned, Write, workflow_path, workflow_version_path
 from schemas.documents import StepSpec, WorkflowDoc
 from schemas.envelopes import FileRef, InputRole
-from schemas.paths import gs_uri, resource_object
+from schemas.paths import UnsafeName, check_filename, gs_uri, resource_object
 from schemas.workflow_file import StepFile, WorkflowFile
 from store.ports import Conflict, ObjectConflict
 
@@ -29,6 +30,34 @@ FindResources = Callable[[str], list[str]]
 
 class ResourceRefused(ValueError):
     pass
+
+
+# What a workflow's resource files may be, wherever they come from (files beside a workflow file on disk, or parts
+# of an API request): schemas and rule sets, each read whole into memory when applied.
+MAX_RESOURCE_NAME_BYTES = 255  # each part of a resource's path, in UTF-8: what the runtime accepts for its files
+MAX_RESOURCE_BYTES = 20 * 1024 * 1024
+MAX_RESOURCES_PER_STEP = 200
+
+
+def check_resource_pattern(pattern: str) -> None:
+    """A resource name or glob must stay inside the workflow's folder: ResourceRefused otherwise."""
+    parts = PurePosixPath(pattern).parts
+    if not parts or parts == (".",) or PurePosixPath(pattern).is_absolute() or ".." in parts or "\\" in pattern:
+        raise ResourceRefused(f"{pattern!r} is not a path inside the workflow file's folder")
+
+
+def check_resource_names(pattern: str, names: list[str]) -> list[str]:
+    """The files a pattern matched, each a name the runtime can write (checked part by part), at most
+    MAX_RESOURCES_PER_STEP of them; ResourceRefused otherwise."""
+    if len(names) > MAX_RESOURCES_PER_STEP:
+        raise ResourceRefused(f"{pattern!r} names {len(names)} files; a step may have {MAX_RESOURCES_PER_STEP}")
+    for name in names:
+        try:
+            for part in name.split("/"):
+                check_filename(part, MAX_RESOURCE_NAME_BYTES)
+        except UnsafeName as exc:
+            raise ResourceRefused(f"{name!r} cannot be a resource file's name: {exc}") from exc
+    return names
 
 
 @dataclass(frozen=True)

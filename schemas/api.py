@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +21,10 @@ from schemas.paths import SLUG_PATTERN
 
 class Body(BaseModel):
     model_config = ConfigDict(use_enum_values=True)
+
+
+# Problem types a client acts on (RFC 9457 `type`): the first request with this Idempotency-Key is still uploading.
+IDEMPOTENCY_IN_PROGRESS = "urn:validibot:problem:idempotency-in-progress"
 
 
 class Problem(Body):
@@ -200,7 +205,7 @@ def step_out(org: str, run_id: str, step: StepDoc) -> StepOut:
                 size_bytes=a.size_bytes,
                 sha256=a.sha256,
                 mime_type=a.mime_type,
-                href=f"{run_href(org, run_id)}/artifacts/{step.number}/{a.name}",
+                href=f"{run_href(org, run_id)}/artifacts/{step.number}/{quote(a.name, safe='')}",
             )
             for a in step.artifacts
         ],

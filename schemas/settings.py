@@ -87,8 +87,8 @@ class Settings(BaseSettings):
     web_findings_per_page: int = Field(default=500, gt=0, le=5000)
     # Live run pages (Server-Sent Events fed by Firestore listeners): each open page holds one of the web's threads
     # and one watch on its run. Past the cap a page polls instead; a quiet stream sends a keep-alive (which is also
-    # how a closed page is noticed and its watch released) and ends after web_live_max_seconds (the browser
-    # reconnects).
+    # how a closed page is noticed and its watch released) and ends after web_live_max_seconds (the page then
+    # polls).
     web_threads: int = Field(default=64, gt=0, le=1000)
     web_max_live_pages: int = Field(default=48, gt=0)
     web_live_heartbeat_seconds: float = Field(default=15.0, gt=0)
@@ -105,12 +105,15 @@ class Settings(BaseSettings):
     # Sign-in is refused for signin_lockout_seconds after this many wrong passwords in a row.
     signin_max_failures: int = Field(default=5, gt=0)
     signin_lockout_seconds: int = Field(default=900, gt=0)
+    # Sign-in and sign-out posts per client address, per web process (Flask-Limiter's notation).
+    signin_rate_limit: str = "30 per minute"
     # Requests per API key (or, without one, per client address), per web process, in Flask-Limiter's notation.
     api_rate_limit: str = "600 per minute"
     # How long an Idempotency-Key's submission is remembered and replayed.
     idempotency_hours: int = Field(default=24, gt=0)
-    # A request whose Idempotency-Key record has had no run for this long (its upload died) may be retried.
-    idempotency_stale_seconds: int = Field(default=60, gt=0)
+    # A request whose Idempotency-Key record has had no run for this long (its upload died) may be retried: longer
+    # than a client waits for an answer (the CLI: 120 s), so a slow first request is not taken over.
+    idempotency_stale_seconds: int = Field(default=600, gt=0)
     # Behind Identity-Aware Proxy: the audience its signed header (x-goog-iap-jwt-assertion) must carry, e.g.
     # /projects/NUMBER/global/backendServices/ID. Empty: no IAP, people sign in with email and password.
     iap_audience: str = ""

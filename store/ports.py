@@ -213,9 +213,9 @@ class RunReads(Protocol):
 class RunWatch(Protocol):
     """Being told when a run changes: what a live run page streams to the browser."""
 
-    def watch(self, run_id: str, changed: Callable[[], None]) -> Callable[[], None]:
+    def watch(self, run_id: str, changed: Callable[[], None], limit: int) -> Callable[[], None] | None:
         """Call `changed` (from another thread) when the run or any of its steps changes, and once at the start;
-        returns the function that stops watching (idempotent)."""
+        returns the function that stops watching (idempotent), or None when `limit` watches are open already."""
         ...
 
     @property

@@ -13,13 +13,19 @@ from store.runs import read_doc
 
 
 def _page(
-    query: firestore.Query, collection: firestore.CollectionReference, after: str | None, limit: int, model: type[D]
+    query: firestore.Query,
+    collection: firestore.CollectionReference,
+    after: str | None,
+    limit: int,
+    model: type[D],
+    org: str | None = None,
 ) -> Page[D]:
     """One page of `query`, starting after the document `after` of `collection` (its snapshot positions the cursor
-    on every ordered field; one that does not exist starts nowhere: an empty page)."""
+    on every ordered field). A cursor that does not exist, or (given `org`) is another org's document, starts
+    nowhere: an empty page, so a cursor tells nothing about what another org has."""
     if after is not None:
         cursor = collection.document(after).get()
-        if not cursor.exists:
+        if not cursor.exists or (org is not None and (cursor.to_dict() or {}).get("org") != org):
             return Page([], None)
         query = query.start_after(cursor)
     # One more than asked tells whether a next page exists without another query.
@@ -47,7 +53,7 @@ class FirestoreRunReads:
         query = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
             "__name__", direction=firestore.Query.DESCENDING
         )
-        return _page(query, runs, after, limit, RunDoc)
+        return _page(query, runs, after, limit, RunDoc, org=org)
 
     def findings_page(self, run_id: str, *, after: str | None, limit: int) -> Page[FindingDoc]:
         findings = self._db.document(*run_path(run_id)).collection("findings")

@@ -21,15 +21,13 @@ class FirestoreRunWatch:
     def watching(self) -> int:
         return self._watching
 
-    def watch(self, run_id: str, changed: Callable[[], None]) -> Callable[[], None]:
-        run = self._db.document(*run_path(run_id))
-
-        def on_snapshot(*_: Any) -> None:
-            changed()
-
-        listeners = [run.on_snapshot(on_snapshot), run.collection("steps").on_snapshot(on_snapshot)]
-        with self._lock:
+    def watch(self, run_id: str, changed: Callable[[], None], limit: int) -> Callable[[], None] | None:
+        with self._lock:  # counted and capped in one step, so concurrent pages cannot pass the cap together
+            if self._watching >= limit:
+                return None
             self._watching += 1
+        run = self._db.document(*run_path(run_id))
+        listeners: list[Any] = []
         stopped = threading.Event()
 
         def stop() -> None:
@@ -41,4 +39,13 @@ class FirestoreRunWatch:
             for listener in listeners:
                 listener.unsubscribe()
 
+        def on_snapshot(*_: Any) -> None:
+            changed()
+
+        try:
+            listeners.append(run.on_snapshot(on_snapshot))
+            listeners.append(run.collection("steps").on_snapshot(on_snapshot))
+        except BaseException:
+            stop()
+            raise
         return stop

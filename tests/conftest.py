@@ -39,6 +39,8 @@ def _start(tmp_path_factory: pytest.TempPathFactory, name: str, full: bool) -> I
         tick_seconds=2,
         # A closed live page is noticed at its stream's next keep-alive: soon, so the tests see it released.
         web_live_heartbeat_seconds=1.0,
+        # Every test signs in from 127.0.0.1; the per-address limit has its own test (test_web_limits.py).
+        signin_rate_limit="100000 per minute",
     )
     stack = LocalStack(Ports.free(), settings, tmp_path_factory.mktemp(f"{name}-logs"))
     saved = {k: os.environ.get(k) for k in stack.env}

@@ -7,6 +7,7 @@ is stored, logged or put in an error: callers get each once, as the return value
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,8 +27,16 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 COMMIT_TRIES = 4
 
 
+# argon2id verifications running at once in one process (each holds memory_cost, 64 MiB by default).
+_VERIFYING = threading.BoundedSemaphore(4)
+
+
 class AccountExists(ValueError):
     pass
+
+
+class _Locked(Exception):
+    """The account is locked: the attempt is refused without being counted."""
 
 
 class SignInRefused(Exception):
@@ -110,39 +119,56 @@ class Accounts:
         return password
 
     def sign_in(self, email: str, password: str) -> str:
-        """The user id, when the password is right and the account not locked; SignInRefused otherwise. Each wrong
-        password counts; signin_max_failures in a row lock the account for signin_lockout_seconds."""
+        """The user id, when the password is right and the account not locked; SignInRefused otherwise, with one
+        message whatever the reason (an unknown email, a wrong password, a locked account), after one argon2
+        verification in every case, so neither the answer nor its time tells which emails have accounts.
+
+        Each attempt is counted before its password is verified, so parallel guesses cannot outrun the lockout:
+        signin_max_failures attempts in a row without a right password lock the account for
+        signin_lockout_seconds, and the attempts that find it locked are refused whatever they send."""
         try:
-            user_id = user_id_for(email)
+            user_id: str | None = user_id_for(email)
         except ValueError:
             user_id = None
         found = self.store.user(user_id) if user_id else None
-        if found is None:
+        if found is None or user_id is None:
             self._verify(self._decoy_hash, password)
-            raise SignInRefused("The email or the password is wrong.")
-        now = self.clock()
-        if found.doc.locked_until is not None and found.doc.locked_until > now:
-            minutes = max(1, round((found.doc.locked_until - now).total_seconds() / 60))
-            raise SignInRefused(f"Too many wrong passwords: sign-in is locked for {minutes} more minute(s).")
-        if self._verify(found.doc.password_hash, password):
-            if found.doc.failed_signins:
-                self._update_user(user_id, lambda u: u.model_copy(update={"failed_signins": 0, "locked_until": None}))
-            return user_id
-        self._update_user(user_id, self._count_failure)
-        raise SignInRefused("The email or the password is wrong.")
+            raise SignInRefused(self._refusal)
+        try:
+            self._update_user(user_id, self._count_attempt)
+        except (_Locked, RuntimeError):
+            self._verify(self._decoy_hash, password)
+            raise SignInRefused(self._refusal) from None
+        if not self._verify(found.doc.password_hash, password):
+            raise SignInRefused(self._refusal)
+        self._update_user(user_id, lambda u: u.model_copy(update={"failed_signins": 0, "locked_until": None}))
+        return user_id
 
-    def _count_failure(self, user: UserDoc) -> UserDoc:
-        failures = user.failed_signins + 1
-        if failures >= self.settings.signin_max_failures:
-            locked_until = self.clock() + timedelta(seconds=self.settings.signin_lockout_seconds)
+    @property
+    def _refusal(self) -> str:
+        minutes = max(1, round(self.settings.signin_lockout_seconds / 60))
+        return (
+            f"The email or the password is wrong. After {self.settings.signin_max_failures} wrong passwords in a row, "
+            f"sign-in is locked for {minutes} minutes."
+        )
+
+    def _count_attempt(self, user: UserDoc) -> UserDoc:
+        now = self.clock()
+        if user.locked_until is not None and user.locked_until > now:
+            raise _Locked
+        attempts = user.failed_signins + 1
+        if attempts >= self.settings.signin_max_failures:
+            locked_until = now + timedelta(seconds=self.settings.signin_lockout_seconds)
             return user.model_copy(update={"failed_signins": 0, "locked_until": locked_until})
-        return user.model_copy(update={"failed_signins": failures})
+        return user.model_copy(update={"failed_signins": attempts, "locked_until": None})
 
     def _verify(self, password_hash: str, password: str) -> bool:
-        try:
-            return self.hasher.verify(password_hash, password)
-        except (VerificationError, InvalidHashError):
-            return False
+        # Each verification holds 64 MiB for a moment: a bounded few at once, however many sign-ins arrive.
+        with _VERIFYING:
+            try:
+                return self.hasher.verify(password_hash, password)
+            except (VerificationError, InvalidHashError):
+                return False
 
     def _update_user(self, user_id: str, change: Callable[[UserDoc], UserDoc]) -> UserDoc | None:
         """Apply `change` on the user as read, again on a fresh read when a concurrent sign-in got there first."""

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from flask import Response, jsonify
+from flask import Response, jsonify, request
 from flask_openapi3 import APIBlueprint, FileStorage, Tag
 from pydantic import BaseModel, Field
 
@@ -38,19 +38,22 @@ from schemas.api import (
     step_out,
     workflow_out,
 )
+from schemas.documents import RunDoc
 from schemas.enums import Role, RunStatus
 from schemas.paths import is_run_id, is_slug
 from web.artifacts import serve_artifact
 from web.auth import api_access, api_caller
-from web.context import web_context
+from web.context import org_run, web_context
 from web.idempotency import idempotent_submission
 from web.problems import ApiProblem, not_found
-from web.workflow_uploads import WorkflowUploadRefused, apply_uploaded
+from web.workflow_uploads import MAX_WORKFLOW_REQUEST_BYTES, WorkflowUploadRefused, apply_uploaded
 
 BEARER = [{"api_key": []}]
 # A finding's document id: its attempt's id and its index (functions/ingest/transitions.py).
 _FINDING_ID = re.compile(r"^[0-9]{2}-[0-9]{1,3}-[0-9]{4,}$")
 ERRORS: dict[Any, Any] = {401: Problem, 403: Problem, 404: Problem, 429: Problem}
+
+WORKFLOW_PUT_ENDPOINT = "api_v1.put_workflow"
 
 api = APIBlueprint(
     "api_v1",
@@ -62,6 +65,13 @@ api = APIBlueprint(
     operation_id_callback=lambda *, name, **_: name,
 )
 runs_tag, workflows_tag, keys_tag = Tag(name="runs"), Tag(name="workflows"), Tag(name="keys")
+
+
+@api.before_request
+def body_limit() -> None:
+    """A workflow and its resource files may be larger than one submission, which bounds every other body."""
+    if request.endpoint == WORKFLOW_PUT_ENDPOINT:
+        request.max_content_length = MAX_WORKFLOW_REQUEST_BYTES
 
 
 class OrgPath(BaseModel):
@@ -108,11 +118,8 @@ def _body(model: BaseModel, status: int = 200, headers: dict[str, str] | None = 
     return response
 
 
-def _run_of(org: str, run_id: str) -> Any:
-    run = web_context().reads.run(run_id) if is_run_id(run_id) else None
-    if run is None or run.org != org:
-        raise not_found()
-    return run
+def _run_of(org: str, run_id: str) -> RunDoc:
+    return org_run(org, run_id, missing=not_found)
 
 
 def _cursor_after(cursor: str | None, is_id: Callable[[str], bool]) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +13,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from web.api import api
-from web.auth import bearer_token
+from web.auth import presented_key
 from web.context import EXTENSION_KEY, WebContext
 from web.filters import register_filters
 from web.live import live
@@ -41,9 +40,10 @@ OPENAPI_SCHEMAS = "#/components/schemas/"
 
 
 def _rate_key() -> str:
-    """Requests are counted per API key (by its hash: the key itself is never kept), else per client address."""
-    token = bearer_token()
-    return "key:" + hashlib.sha256(token.encode()).hexdigest() if token else f"addr:{request.remote_addr}"
+    """Requests are counted per valid API key (by its hash: the key itself is never kept), else per client
+    address: made-up keys share their address's budget instead of each getting one of its own."""
+    caller = presented_key()
+    return f"key:{caller.key_hash}" if caller else f"addr:{request.remote_addr}"
 
 
 def _validation_problem(error: ValidationError) -> Response:
@@ -99,6 +99,10 @@ def create_app(context: WebContext) -> OpenAPI:
     app.register_blueprint(pages)
     app.register_blueprint(live)
     app.register_blueprint(uploads)
+    # Password guessing across many accounts (each under its own lockout) is bounded per address.
+    limiter.limit(settings.signin_rate_limit, key_func=lambda: f"signin:{request.remote_addr}", methods=["POST"])(
+        signin
+    )
     app.register_blueprint(signin)
     register_filters(app)
 
@@ -118,7 +122,13 @@ def create_app(context: WebContext) -> OpenAPI:
 
     @app.errorhandler(ApiProblem)
     def api_problem(problem: ApiProblem) -> Response:
-        return problem_response(problem.status, problem.detail, errors=problem.errors, headers=problem.headers)
+        return problem_response(
+            problem.status,
+            problem.detail,
+            errors=problem.errors,
+            headers=problem.headers,
+            problem_type=problem.problem_type,
+        )
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:

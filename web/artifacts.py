@@ -10,11 +10,23 @@ from pathlib import Path
 from flask import abort, send_file
 from werkzeug.wrappers import Response
 
-from schemas.envelopes import FileRef
+from schemas.envelopes import Artifact, FileRef
 from store.ports import IntegrityError, ObjectMissing, download_verified
 from web.context import web_context
 
 log = logging.getLogger(__name__)
+
+
+def pinned(artifact: Artifact) -> FileRef:
+    """The artifact as its step recorded it: exactly that generation, size and sha256, which reads check."""
+    return FileRef(
+        name=artifact.name,
+        role="artifact",
+        uri=artifact.uri,
+        size_bytes=artifact.size_bytes,
+        sha256=artifact.sha256,
+        generation=artifact.generation,
+    )
 
 
 def serve_artifact(run_id: str, number: int, name: str, missing: Callable[[], Exception]) -> Response:
@@ -26,17 +38,9 @@ def serve_artifact(run_id: str, number: int, name: str, missing: Callable[[], Ex
     listed = next((a for a in step.artifacts if a.name == name), None) if step else None
     if listed is None or listed.generation is None:
         raise missing()
-    pinned = FileRef(
-        name=listed.name,
-        role="artifact",
-        uri=listed.uri,
-        size_bytes=listed.size_bytes,
-        sha256=listed.sha256,
-        generation=listed.generation,
-    )
     with tempfile.TemporaryDirectory(prefix="validibot-artifact-") as scratch:
         try:
-            path = download_verified(ctx.objects, pinned, Path(scratch) / "artifact")
+            path = download_verified(ctx.objects, pinned(listed), Path(scratch) / "artifact")
         except ObjectMissing:
             raise missing() from None
         except IntegrityError:

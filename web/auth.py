@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
-from flask import abort, redirect, request, session, url_for
+from flask import abort, g, redirect, request, session, url_for
 
 from schemas.access import user_id_for
 from schemas.enums import Role
@@ -30,12 +30,20 @@ def bearer_token() -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def presented_key() -> KeyCaller | None:
+    """The valid key the request carries, resolved once per request (the rate limit asks first, then the view)."""
+    if "key_caller" not in g:
+        token = bearer_token()
+        g.key_caller = web_context().accounts.key_caller(token) if token else None
+    caller: KeyCaller | None = g.key_caller
+    return caller
+
+
 def api_caller() -> KeyCaller:
     """The key the request carries, or a 401 saying how to authenticate (never echoing what was sent)."""
-    token = bearer_token()
-    if token is None:
+    if bearer_token() is None:
         raise ApiProblem(401, "Send an API key as 'Authorization: Bearer vbk_...'.", {"WWW-Authenticate": "Bearer"})
-    caller = web_context().accounts.key_caller(token)
+    caller = presented_key()
     if caller is None:
         raise ApiProblem(
             401, "The API key is not valid: unknown, revoked or malformed.", {"WWW-Authenticate": "Bearer"}

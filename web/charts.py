@@ -112,7 +112,7 @@ def end_use_charts(data: dict[str, Any]) -> list[Chart]:
     by_fuel: dict[str, list[tuple[str, list[float]]]] = {}
     for entry in data.get("series", []):
         values = [float(v) for v in entry.get("values", [])]
-        if len(values) == len(months):
+        if len(values) == len(months) and all(math.isfinite(v) and v >= 0 for v in values):
             by_fuel.setdefault(str(entry.get("fuel")), []).append((str(entry.get("end_use")), values))
     return [_stacked(fuel, months, unit, uses) for fuel, uses in by_fuel.items()]
 
@@ -169,9 +169,14 @@ def time_series_chart(text: str, units: dict[str, str | None]) -> Chart | None:
     header, samples = rows[0], []
     for row in rows[1:]:
         try:
-            samples.append([float(v) for v in row])
+            values = [float(v) for v in row]
         except ValueError:
             return None
+        # A blank or short line, or a value that diverged (inf, nan), cannot be drawn: the line skips that sample.
+        if len(values) == len(header) and all(math.isfinite(v) for v in values):
+            samples.append(values)
+    if not samples:
+        return None
     stride = max(1, math.ceil(len(samples) / MAX_LINE_POINTS))
     taken = samples[::stride]
     if taken[-1] is not samples[-1]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flask import Request, abort, current_app
+from flask import Request, current_app
+from werkzeug.exceptions import NotFound
 
 from functions.operations import Operations
 from functions.workflows import Workflows
@@ -38,10 +39,11 @@ def web_context() -> WebContext:
     return context
 
 
-def org_run(org: str, run_id: str) -> RunDoc:
-    """A run only through the organization that owns it: another org's run id is simply not found."""
+def org_run(org: str, run_id: str, missing: Callable[[], Exception] = NotFound) -> RunDoc:
+    """A run only through the organization that owns it: another org's run id is simply not found (`missing`
+    is raised: a page's 404, or the API's problem)."""
     # Ids are checked for form before they reach Firestore: a malformed one is simply not found.
     found = web_context().reads.run(run_id) if is_slug(org) and is_run_id(run_id) else None
     if found is None or found.org != org:
-        abort(404)
+        raise missing()
     return found

@@ -2,7 +2,8 @@
 
 A record is created (create-only, so two concurrent first requests cannot both upload) before the upload and given
 the run id after it. A record left without a run (its request died mid-upload) may be taken over once it is
-`idempotency_stale_seconds` old; until then a retry is told the first request is still in progress.
+`idempotency_stale_seconds` old (longer than any client waits for an answer, so a slow first request is never taken
+over while it may still upload); until then a retry is told the first request is still in progress.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from schemas.access import idempotency_record_id
-from schemas.changes import Versioned, Write, idempotency_path
+from schemas.api import IDEMPOTENCY_IN_PROGRESS
+from schemas.changes import DocPath, Versioned, Write, idempotency_path
 from schemas.documents import IdempotencyDoc
-from store.ports import Conflict
+from store.ports import AccountStore, Conflict
 from web.context import web_context
 from web.problems import ApiProblem
 
@@ -46,8 +48,28 @@ def decide(
     if found.doc.run_id is not None:
         return Replay(found.doc.run_id)
     if now - found.doc.created_at < stale_after:
-        raise ApiProblem(409, "A request with this Idempotency-Key is still in progress; retry in a moment.")
+        raise ApiProblem(
+            409,
+            "A request with this Idempotency-Key is still in progress; retry in a moment.",
+            problem_type=IDEMPOTENCY_IN_PROGRESS,
+        )
     return Proceed(found.update_time)
+
+
+def _record_run(store: AccountStore, path: DocPath, done: IdempotencyDoc, read_at: datetime) -> None:
+    """The run goes on the record whatever else wrote it meanwhile (a stale takeover): the upload happened, and
+    a replay must find it. Tried again on a fresh read until it lands."""
+    for _ in range(TRIES):
+        try:
+            store.commit([Write(path, done, "replace", read_at)])
+            return
+        except Conflict:
+            found = store.idempotency(path[-1])
+            if found is None:
+                store.commit([Write(path, done, "create")])
+                return
+            read_at = found.update_time
+    raise RuntimeError("the Idempotency-Key record kept changing; its run was made")
 
 
 def idempotent_submission(
@@ -80,11 +102,11 @@ def idempotent_submission(
             continue  # another request with this key got there first: read what it wrote
         try:
             run_id = make_run()
-        except BaseException:
-            # Nothing was made: a retry with this key may try again at once.
+        except ApiProblem:
+            # Refused before anything was uploaded (its name, size, workflow): a retry may try again at once. Any
+            # other failure may come after the upload landed, so the record stays until it is stale.
             store.delete(path, claimed[path].update_time)
             raise
-        done = record.model_copy(update={"run_id": run_id})
-        store.commit([Write(path, done, "replace", claimed[path].update_time)])
+        _record_run(store, path, record.model_copy(update={"run_id": run_id}), claimed[path].update_time)
         return run_id, False
     raise ApiProblem(409, "Requests with this Idempotency-Key keep racing; retry in a moment.")

@@ -63,10 +63,10 @@ def events(org: str, run_id: str) -> BaseResponse:
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     if RunStatus(run.status).is_terminal:
         return Response(_event("end", {"status": run.status}), mimetype="text/event-stream", headers=headers)
-    if ctx.watch is None or ctx.watch.watching >= settings.web_max_live_pages:
-        abort(503)  # the page polls instead
     changed = threading.Event()
-    stop = ctx.watch.watch(run_id, changed.set)
+    stop = ctx.watch.watch(run_id, changed.set, settings.web_max_live_pages) if ctx.watch else None
+    if stop is None:
+        abort(503)  # the page polls instead
 
     def stream() -> Iterator[str]:
         try:
@@ -87,7 +87,10 @@ def events(org: str, run_id: str) -> BaseResponse:
         finally:
             stop()
 
-    return Response(stream(), mimetype="text/event-stream", headers=headers)
+    response = Response(stream(), mimetype="text/event-stream", headers=headers)
+    # Also when the body is never read (a HEAD request, an error before the first chunk): the watch always ends.
+    response.call_on_close(stop)
+    return response
 
 
 @live.get("/healthz/live")

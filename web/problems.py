@@ -19,12 +19,14 @@ class ApiProblem(Exception):
         detail: str | None = None,
         headers: dict[str, str] | None = None,
         errors: list[dict[str, Any]] | None = None,
+        problem_type: str = "about:blank",
     ) -> None:
         super().__init__(detail or HTTPStatus(status).phrase)
         self.status = status
         self.detail = detail
         self.headers = headers or {}
         self.errors = errors
+        self.problem_type = problem_type
 
 
 def problem_response(
@@ -33,8 +35,16 @@ def problem_response(
     *,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    problem_type: str = "about:blank",
 ) -> Response:
-    body = Problem(title=HTTPStatus(status).phrase, status=status, detail=detail, instance=request.path, errors=errors)
+    body = Problem(
+        type=problem_type,
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        instance=request.path,
+        errors=errors,
+    )
     response = jsonify(body.model_dump(mode="json", exclude_none=True))
     response.status_code = status
     response.content_type = PROBLEM_JSON

@@ -35,7 +35,7 @@ def _wait_for_run(run_id: str) -> None:
 
 
 @uploads.post("/orgs/<org>/upload")
-def submit(org: str) -> tuple[str, int] | Response:
+def submit(org: str) -> tuple[str | Response, int] | Response:
     person = page_access(org, Role.EXECUTOR)
     ctx = web_context()
     workflow = request.form.get("workflow", "")
@@ -52,7 +52,7 @@ def submit(org: str) -> tuple[str, int] | Response:
     except SubmissionRefused as exc:
         status = 413 if isinstance(exc, SubmissionTooLarge) else 422
         if wants_json:
-            return jsonify({"error": f"{exc}."}), status  # type: ignore[return-value]
+            return jsonify({"error": f"{exc}."}), status
         page = render_template(
             "upload.html",
             org=org,

@@ -10,13 +10,24 @@ from typing import Any
 import yaml
 from werkzeug.datastructures import FileStorage
 
-from functions.workflows import Applied, ResourceRefused, WorkflowProblem, check_workflow
+from functions.workflows import (
+    MAX_RESOURCE_BYTES,
+    MAX_RESOURCES_PER_STEP,
+    Applied,
+    ResourceRefused,
+    WorkflowProblem,
+    check_resource_names,
+    check_resource_pattern,
+    check_workflow,
+)
 from web.context import web_context
 
-# As for files on disk (deploy/workflow_files.py): schemas and rule sets, read whole.
 MAX_WORKFLOW_BYTES = 1024 * 1024
-MAX_RESOURCE_BYTES = 20 * 1024 * 1024
-MAX_RESOURCES = 200
+# A request's parts: the workflow file and its resource files, which its steps may share.
+MAX_RESOURCES = MAX_RESOURCES_PER_STEP
+# The whole PUT request: a body past it is refused before it is read (Flask's limit for the other routes is a
+# submission's size).
+MAX_WORKFLOW_REQUEST_BYTES = 64 * 1024 * 1024
 
 
 class WorkflowUploadRefused(ValueError):
@@ -35,12 +46,14 @@ class UploadedResources:
     files: dict[str, bytes]
 
     def find(self, pattern: str) -> list[str]:
+        """As for files on disk (deploy/workflow_files.py): the same pattern and name checks, over the parts."""
+        check_resource_pattern(pattern)
         # A glob's `*` stays within one folder, as on disk: the same number of path parts.
         depth = pattern.count("/")
         names = sorted(n for n in self.files if n.count("/") == depth and fnmatch.fnmatchcase(n, pattern))
         if not names:
             raise ResourceRefused(f"{pattern!r} names no file sent with the workflow")
-        return names
+        return check_resource_names(pattern, names)
 
     def read(self, name: str) -> bytes:
         return self.files[name]
@@ -56,6 +69,9 @@ def _read(part: FileStorage, limit: int, what: str) -> bytes:
 def apply_uploaded(org: str, slug: str, workflow: FileStorage, resources: list[FileStorage]) -> Applied:
     if len(resources) > MAX_RESOURCES:
         raise WorkflowUploadRefused(f"{len(resources)} resource files; a workflow may send {MAX_RESOURCES}")
+    names = [part.filename or "" for part in resources]
+    if "" in names or len(set(names)) < len(names):
+        raise WorkflowUploadRefused("every resource part needs a file name of its own (its path in the workflow)")
     files = {part.filename or "": _read(part, MAX_RESOURCE_BYTES, f"resource {part.filename}") for part in resources}
     try:
         data = yaml.safe_load(_read(workflow, MAX_WORKFLOW_BYTES, "the workflow file").decode("utf-8"))

@@ -8,6 +8,7 @@ FMU run with an artifact, and a slow FMU run that the one cancel allowed to succ
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -502,9 +503,11 @@ def test_too_many_wrong_passwords_lock_the_account(scene: Scene) -> None:
 
     locked = sign_in_form(scene, browser, email=email, password=password, csrf_token=token)
 
-    minutes = round(scene.stack.settings.signin_lockout_seconds / 60)
+    # The right password, refused: the account is locked (and the answer is the one every refusal gets).
+    settings = scene.stack.settings
     assert locked.status_code == 401
-    assert f"Too many wrong passwords: sign-in is locked for {minutes} more minute(s)." in locked.text
+    assert "The email or the password is wrong." in locked.text
+    assert f"After {settings.signin_max_failures} wrong passwords in a row" in locked.text
 
 
 def test_signing_out_needs_the_token_and_ends_the_session(scene: Scene) -> None:
@@ -524,3 +527,21 @@ def test_signing_out_needs_the_token_and_ends_the_session(scene: Scene) -> None:
     assert (signed_out.status_code, signed_out.headers["Location"]) == (302, "/signin")
     assert sign_in_redirect(get(scene, runs, browser)) == runs
     assert sign_in_redirect(get(scene, runs, copied)) == runs
+
+
+def test_another_orgs_run_as_a_cursor_tells_nothing(scene: Scene) -> None:
+    """Were it to position the page, a cursor naming a newer run of another org would list this org's older runs,
+    and so tell that the run exists and roughly when it was made."""
+    outsider = scene.api(scene.other_key)
+    assert (
+        put_workflow(outsider, scene.other, "json-basic", workflow_text("json-basic", scene.other)).status_code == 200
+    )
+    older = api_submit(outsider, scene.other, "json-basic", INVALID, "older.json").json()["run_id"]
+    outsider.wait_for_verdict(scene.other, older)
+    newer = api_submit(scene.api(scene.keys[Role.EXECUTOR]), scene.org, "json-basic", INVALID, "newer.json")
+    cursor = base64.urlsafe_b64encode(newer.json()["run_id"].encode()).decode().rstrip("=")
+
+    page = outsider.get(f"/orgs/{scene.other}/runs", params={"cursor": cursor})
+
+    assert page.status_code == 200
+    assert page.json() == {"items": [], "next_cursor": None}

@@ -72,6 +72,35 @@ def test_requests_without_a_key_are_limited_by_their_address(harness: Harness) -
     assert elsewhere.status_code == 401
 
 
+def test_made_up_keys_share_their_addresss_budget(harness: Harness) -> None:
+    app = web_with(harness, api_rate_limit="2 per minute")
+    client = app.test_client()
+
+    made_up = [
+        client.get(
+            "/api/v1/whoami",
+            headers={"Authorization": f"Bearer vbk_{n:043d}"},
+            environ_base={"REMOTE_ADDR": "192.0.2.9"},
+        )
+        for n in range(3)
+    ]
+
+    assert [r.status_code for r in made_up] == [401, 401, 429]
+
+
+def test_sign_in_posts_are_limited_per_address_across_accounts(harness: Harness) -> None:
+    app = web_with(harness, signin_rate_limit="3 per minute")
+    client = app.test_client()
+    token = csrf_token(client.get("/signin").text)
+
+    def guess(n: int, address: str = "192.0.2.10") -> int:
+        form = {"email": f"person-{n}@demo.example", "password": "guess", "csrf_token": token}
+        return client.post("/signin", data=form, environ_base={"REMOTE_ADDR": address}).status_code
+
+    assert [guess(n) for n in range(4)] == [401, 401, 401, 429]
+    assert guess(5, "192.0.2.11") == 401
+
+
 # -- the sign-in lockout -----------------------------------------------------------------------------------------
 
 
@@ -92,8 +121,8 @@ def test_wrong_passwords_lock_sign_in_until_the_lockout_has_passed(harness: Harn
 
     assert [r.status_code for r in wrong] == [401] * 3
     assert all("The email or the password is wrong." in r.text for r in wrong)
-    assert locked.status_code == 401
-    assert "sign-in is locked for 5 more minute(s)" in locked.text
+    assert locked.status_code == 401  # the right password, refused while locked
+    assert "sign-in is locked for 5 minutes" in locked.text
     stored = harness.services.account_store.user(user_id_for(email)).doc
     assert stored.locked_until == clock() + timedelta(seconds=300)
     clock.advance(300)

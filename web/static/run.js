@@ -24,7 +24,11 @@
 
   function refresh() {
     return fetch(live.dataset.fragment, { credentials: "same-origin", cache: "no-store" })
-      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (response) {
+        // Signed out meanwhile (the fragment's request was sent to the sign-in page): show that page whole.
+        if (response.redirected || response.status === 401) { window.location.reload(); return null; }
+        return response.ok ? response.text() : null;
+      })
       .then(function (html) {
         if (html !== null) { live.innerHTML = html; }
         if (ended()) { stop(); }

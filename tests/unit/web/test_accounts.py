@@ -19,7 +19,16 @@ from tests.fakes import FakeAccountStore, FakeWorld, ManualClock, web_app
 from tests.support import csrf_token
 from web.accounts import AccountExists, Accounts, SignInRefused
 
-WRONG = "The email or the password is wrong."
+
+def refused_message(max_failures: int = 5, lockout_minutes: int = 15) -> str:
+    """The one answer to every refused sign-in (unknown email, wrong password, locked account)."""
+    return (
+        f"The email or the password is wrong. After {max_failures} wrong passwords in a row, sign-in is locked for "
+        f"{lockout_minutes} minutes."
+    )
+
+
+WRONG = refused_message()
 # Still argon2id, at its cheapest: these tests are about what is stored and when, not about what guessing costs.
 CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
@@ -93,15 +102,13 @@ def test_wrong_passwords_in_a_row_lock_the_account_until_the_lockout_ends() -> N
     accounts = world.accounts
     password = accounts.create_user("demo", "ada@example.org", Role.VIEWER)
 
-    assert [refusal(accounts, "ada@example.org", f"wrong-{n}") for n in range(3)] == [WRONG] * 3
+    refused = refused_message(3, 10)
+    assert [refusal(accounts, "ada@example.org", f"wrong-{n}") for n in range(3)] == [refused] * 3
 
-    locked = "Too many wrong passwords: sign-in is locked for 10 more minute(s)."
-    assert refusal(accounts, "ada@example.org", password) == locked
+    # Locked: the right password is refused too, with the same answer as a wrong one.
+    assert refusal(accounts, "ada@example.org", password) == refused
     world.clock.advance(599)
-    assert (
-        refusal(accounts, "ada@example.org", password)
-        == "Too many wrong passwords: sign-in is locked for 1 more minute(s)."
-    )
+    assert refusal(accounts, "ada@example.org", password) == refused
     world.clock.advance(1)
     assert accounts.sign_in("ada@example.org", password) == user_id_for("ada@example.org")
 
@@ -115,7 +122,7 @@ def test_wrong_passwords_while_locked_neither_count_nor_extend_the_lock() -> Non
     locked_until = world.fake_store.user(user_id_for("ada@example.org")).doc.locked_until
 
     world.clock.advance(30)
-    assert refusal(accounts, "ada@example.org", "wrong-again").startswith("Too many wrong passwords")
+    assert refusal(accounts, "ada@example.org", "wrong-again") == refused_message(2, 1)
 
     assert world.fake_store.user(user_id_for("ada@example.org")).doc.locked_until == locked_until
     world.clock.advance(30)
@@ -145,7 +152,7 @@ def test_reset_password_voids_older_sessions_and_the_old_password_and_lifts_a_lo
     world.clock.advance(60)
     refusal(accounts, "ada@example.org", "wrong-1")
     refusal(accounts, "ada@example.org", "wrong-2")
-    assert refusal(accounts, "ada@example.org", old).startswith("Too many wrong passwords")
+    assert refusal(accounts, "ada@example.org", old) == refused_message(2)  # locked: even the right one
 
     new = accounts.reset_password("ADA@example.org")
 
@@ -153,7 +160,7 @@ def test_reset_password_voids_older_sessions_and_the_old_password_and_lifts_a_lo
     assert new not in stored_text(world.fake_store)
     assert accounts.session_user(user_id, signed_at) is None
     assert accounts.session_user(user_id, world.clock()) is not None
-    assert refusal(accounts, "ada@example.org", old) == WRONG
+    assert refusal(accounts, "ada@example.org", old) == refused_message(2)
     assert accounts.sign_in("ada@example.org", new) == user_id
 
 
@@ -282,3 +289,21 @@ def test_last_used_at_is_written_at_most_once_a_minute() -> None:
     accounts.key_caller(key)
     assert world.fake_store.api_key(hashed).doc.last_used_at == first_use + timedelta(seconds=60)
     assert world.fake_store.writes == writes + 1
+
+
+def test_each_attempt_is_counted_before_its_password_is_checked() -> None:
+    """What stops a burst of parallel guesses: the count is committed first, so attempts past the limit find the
+    account locked and are refused, the right password among them."""
+    world = accounts_world(signin_max_failures=3)
+    accounts = world.accounts
+    password = accounts.create_user("demo", "ada@example.org", Role.VIEWER)
+    user_id = user_id_for("ada@example.org")
+    seen: list[int] = []
+    world.fake_store.before_next_commit(lambda: seen.append(world.fake_store.user(user_id).doc.failed_signins))
+
+    refusal(accounts, "ada@example.org", "wrong")
+    assert seen == [0]
+    assert world.fake_store.user(user_id).doc.failed_signins == 1
+    refusal(accounts, "ada@example.org", "wrong")
+    refusal(accounts, "ada@example.org", "wrong")  # the third: the account locks
+    assert refusal(accounts, "ada@example.org", password) == refused_message(3)

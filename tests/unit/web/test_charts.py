@@ -65,3 +65,12 @@ def test_a_declared_unit_is_on_the_axis_and_text_is_no_series() -> None:
     assert chart.y_label == "Value (K)"
     assert time_series_chart('"time","t"\n0,abc\n', {}) is None
     assert time_series_chart('"time"\n0\n', {}) is None
+
+
+def test_samples_that_diverged_or_are_short_are_skipped_and_bad_end_uses_left_out() -> None:
+    chart = time_series_chart('"time","t"\n0,1\n1,inf\n\n2,nan\n3,4\n4\n', {})
+    assert chart is not None
+    assert chart.series[0].values == [1.0, 4.0]
+    assert time_series_chart('"time","t"\n0,inf\n', {}) is None
+    diverged = {**END_USES, "series": [{"fuel": "Electricity", "end_use": "Fans", "values": [float("inf")] * 12}]}
+    assert end_use_charts(diverged) == []
