@@ -28,6 +28,7 @@ from tests.support import (
     slow_fmu_workflow,
     stack_accounts,
     wait_until,
+    web_session,
 )
 
 pytestmark = pytest.mark.e2e
@@ -237,6 +238,10 @@ def test_ten_live_pages_each_get_their_update_and_release_their_watches(
     for opened in contexts:
         opened.close()
     wait_until(lambda: live_pages() == 0, 30, "every closed page's watch released")
+    # A stream whose body is never read (a HEAD request) holds no watch either.
+    viewer = web_session(full_stack, email, password)
+    events = f"{full_stack.web_url}/orgs/{org}/runs/{still_running['run_id']}/events"
+    assert [viewer.head(events, timeout=10).status_code for _ in range(3)] == [200] * 3
     assert json.loads(requests.get(f"{full_stack.web_url}/healthz/live", timeout=10).text) == {"live_pages": 0}
     assert api.post(f"/orgs/{org}/runs/{still_running['run_id']}/cancel").status_code == 200
 
