@@ -37,7 +37,14 @@ from deploy.api_client import (
 )
 from deploy.fmu_build import build_fmu
 from deploy.provision import DEMO_ORG, DemoAccess, seed_demo_access
-from deploy.stack import LocalStack, Ports, PrerequisiteMissing, emulator_env, with_local_secrets
+from deploy.stack import (
+    LocalStack,
+    Ports,
+    PrerequisiteMissing,
+    emulator_env,
+    local_log_format,
+    with_local_secrets,
+)
 from deploy.workflow_files import WorkflowSource, check_file, dump, exported, workflow_paths
 from functions.workflows import CheckedWorkflow, WorkflowProblem
 from schemas.access import is_api_key, key_hash, key_id
@@ -149,7 +156,7 @@ def up(
     demo: bool,
 ) -> None:
     """Start emulators, pipeline functions and web; provision, seed `demo`; stop all on Ctrl-C."""
-    settings = with_local_secrets(Settings(), SECRET_DIR)
+    settings = with_local_secrets(local_log_format(Settings()), SECRET_DIR)
     ports = Ports(pubsub_port, firestore_port, storage_port, functions_port, web_port)
     stack = LocalStack(ports, settings, log_dir.resolve())
 

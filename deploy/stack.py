@@ -245,6 +245,11 @@ WEB_SECRET_ENV = "VALIDIBOT_WEB_SECRET_KEY"
 SECRET_ENVS = {SIGNING_SECRET_ENV, WEB_SECRET_ENV}
 
 
+def local_log_format(settings: Settings) -> Settings:
+    """Plain text for people reading a terminal, unless VALIDIBOT_LOG_FORMAT asks for Cloud Logging's JSON."""
+    return settings if "VALIDIBOT_LOG_FORMAT" in os.environ else settings.model_copy(update={"log_format": "text"})
+
+
 def with_local_secrets(settings: Settings, state_dir: Path) -> Settings:
     """`settings` with the local stack's service secret and web session key, unless the environment gave them:
     generated once and kept (owner-only) in `state_dir`, so a restarted stack still verifies outputs its jobs signed
@@ -400,8 +405,8 @@ class LocalStack:
                 f"127.0.0.1:{self.ports.web}",
                 "--threads",
                 str(self.settings.web_threads),
-                "--access-logfile",
-                "-",
+                # Cloud Run logs every request itself; a local terminal shows them, in text.
+                *(["--access-logfile", "-"] if self.settings.log_format == "text" else []),
                 "web.wsgi:create()",
             ],
             # The web alone signs session cookies.

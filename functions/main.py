@@ -14,6 +14,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from bootstrap import Services
+from bootstrap.logs import configure_logging
 from events.decode import UndecodableEvent, decode_finalize, is_maintenance_tick
 from functions.pipeline import Pipeline
 
@@ -28,8 +29,8 @@ def get_pipeline() -> Pipeline:
     global _pipeline
     with _lock:
         if _pipeline is None:
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
             services = Services.from_environment()
+            configure_logging(services.settings, "functions")
             # Without the secret no output can be verified: fail every delivery loudly rather than reject them all.
             services.settings.signing_secret_bytes()
             _pipeline = services.pipeline

@@ -17,8 +17,9 @@ from functions.intake.handler import IntakeStage
 from functions.launch.handler import LaunchStage
 from functions.maintain.handler import MaintainStage, TickReport
 from functions.stage import Chained, Handled, Known, Outcome, Stage, StageContext
+from schemas.log_labels import log_labels
 from schemas.objects import ObjectFinalized
-from schemas.paths import ObjectKind, parse_object_name
+from schemas.paths import ObjectKind, StepObjectPath, parse_object_name, run_id_for
 
 log = logging.getLogger("validibot.pipeline")
 
@@ -59,11 +60,15 @@ class Pipeline:
         if path is None or event.bucket != expected_bucket:
             log.debug("ignored gs://%s/%s: not a pipeline object", event.bucket, event.name)
             return Handled(Outcome.IGNORED)
-        started = time.perf_counter()
-        handled = self.stages[path.kind].handle(event, path, known)
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        log.info("%s (generation %s): %s in %.0f ms", event.name, event.generation, handled, elapsed_ms)
-        return self._follow(handled)
+        run_id = (
+            path.run_id if isinstance(path, StepObjectPath) else run_id_for(event.bucket, event.name, event.generation)
+        )
+        with log_labels(run_id=run_id, org=path.org):
+            started = time.perf_counter()
+            handled = self.stages[path.kind].handle(event, path, known)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            log.info("%s (generation %s): %s in %.0f ms", event.name, event.generation, handled, elapsed_ms)
+            return self._follow(handled)
 
     def tick(self) -> TickReport:
         """One maintenance tick (DESIGN §13): every sweep once, bounded; returns what each changed."""

@@ -24,10 +24,12 @@ from urllib.parse import unquote, urlparse
 from pydantic import ValidationError
 
 from bootstrap import Services
+from bootstrap.logs import configure_logging
 from jobs.runtime import Assignment, execute, report_failure
 from jobs.validators.base import ValidationResult
 from schemas.enums import EnvelopeStatus
 from schemas.envelopes import InputEnvelope, sha256_hex
+from schemas.log_labels import log_labels
 from schemas.settings import Settings
 from schemas.signing import SIGNING_KEY_ENV
 from store.ports import ObjectMissing, ObjectStore, ObjectTooLarge
@@ -88,7 +90,12 @@ def run(environ: dict[str, str], settings: Settings, objects: ObjectStore) -> in
     except BadStart as exc:
         log.error("cannot start: %s", exc)
         return EXIT_BAD_START
-    assignment = Assignment(envelope, sha256_hex(data), signing_key)
+    with log_labels(run_id=envelope.run_id, org=envelope.org.id, attempt_id=envelope.context.attempt_id):
+        return _run_attempt(Assignment(envelope, sha256_hex(data), signing_key), objects, settings)
+
+
+def _run_attempt(assignment: Assignment, objects: ObjectStore, settings: Settings) -> int:
+    envelope = assignment.envelope
     started_at = datetime.now(UTC)
     attempt = f"run {envelope.run_id} attempt {envelope.context.attempt_id}"
     try:
@@ -109,10 +116,10 @@ def run(environ: dict[str, str], settings: Settings, objects: ObjectStore) -> in
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     environ = dict(os.environ)
     os.environ.pop(SIGNING_KEY_ENV, None)
     services = Services.from_environment()
+    configure_logging(services.settings, "job")
     return run(environ, services.settings, services.objects)
 
 

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     maintenance_topic: str = "validibot-maintenance"
     maintenance_subscription: str = "validibot-maintenance"
     web_url: str = "http://127.0.0.1:8000"
+    # The deployment stage (dev, prod, ...): in every resource name `validibot deploy` makes, and on every log line.
+    stage: str = Field(default="local", pattern=r"^[a-z][a-z0-9-]{0,19}$")
+    # JSON lines in Cloud Logging's structured format (the default, for production), or plain text (`validibot up`
+    # uses it unless VALIDIBOT_LOG_FORMAT says otherwise).
+    log_format: Literal["json", "text"] = "json"
 
     max_submission_bytes: int = Field(default=10 * MIB, gt=0)
     # In UTF-8 bytes, what file systems count: 255 is the usual limit for one path component.

@@ -39,6 +39,8 @@ def _start(tmp_path_factory: pytest.TempPathFactory, name: str, full: bool) -> I
         tick_seconds=2,
         # A closed live page is noticed at its stream's next keep-alive: soon, so the tests see it released.
         web_live_heartbeat_seconds=1.0,
+        # The whole stack logs as in production, JSON lines (tests/e2e/test_structured_logs.py reads them).
+        log_format="json" if full else "text",
         # Every test signs in from 127.0.0.1; the per-address limit has its own test (test_web_limits.py).
         signin_rate_limit="100000 per minute",
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,7 @@ from schemas.api import (
 )
 from schemas.documents import RunDoc
 from schemas.enums import Role, RunStatus
+from schemas.log_labels import log_labels
 from schemas.paths import is_run_id, is_slug
 from web.artifacts import serve_artifact
 from web.auth import api_access, api_caller
@@ -48,6 +50,7 @@ from web.idempotency import idempotent_submission
 from web.problems import ApiProblem, not_found
 from web.workflow_uploads import MAX_WORKFLOW_REQUEST_BYTES, WorkflowUploadRefused, apply_uploaded
 
+log = logging.getLogger("validibot.api")
 BEARER = [{"api_key": []}]
 # A finding's document id: its attempt's id and its index (functions/ingest/transitions.py).
 _FINDING_ID = re.compile(r"^[0-9]{2}-[0-9]{1,3}-[0-9]{4,}$")
@@ -182,6 +185,16 @@ def submit(path: WorkflowPath, form: SubmitForm, header: SubmitHeaders) -> Respo
     run_id, replayed = idempotent_submission(
         caller.key_hash, path.org, header.idempotency_key, request_sha256, make_run
     )
+    with log_labels(run_id=run_id):
+        log.info(
+            "submission %r to %s/%s by key %s: run %s%s",
+            upload.filename,
+            path.org,
+            path.slug,
+            caller.key_id,
+            run_id,
+            " (a replay)" if replayed else "",
+        )
     headers = {"Location": run_href(path.org, run_id)}
     if replayed:
         headers["Idempotent-Replayed"] = "true"

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, g, jsonify, request
 from flask_limiter import Limiter
 from flask_openapi3 import Info, OpenAPI
 from flask_wtf.csrf import CSRFProtect
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from schemas.log_labels import pop_labels, push_labels
 from web.api import api
 from web.auth import presented_key
 from web.context import EXTENSION_KEY, WebContext
@@ -111,6 +112,17 @@ def create_app(context: WebContext) -> OpenAPI:
     app.add_url_rule(
         f"{API_PREFIX}/openapi.json", "openapi", lambda: jsonify(_problems_documented_as_sent(app.api_doc))
     )
+
+    @app.before_request
+    def label_logs() -> None:
+        # Every log line of a request about an org or a run says which (DESIGN §15).
+        arguments = request.view_args or {}
+        g.log_labels = push_labels(org=arguments.get("org"), run_id=arguments.get("run_id"))
+
+    @app.teardown_request
+    def unlabel_logs(_: BaseException | None) -> None:
+        if "log_labels" in g:
+            pop_labels(g.log_labels)
 
     @app.after_request
     def headers(response: Response) -> Response:

@@ -11,6 +11,7 @@ from datetime import datetime
 from flask_openapi3 import OpenAPI
 
 from bootstrap import Services
+from bootstrap.logs import configure_logging
 from schemas.settings import Settings
 from web.accounts import Accounts
 from web.app import create_app
@@ -42,4 +43,6 @@ def app_for(
 
 
 def create() -> OpenAPI:
-    return app_for(Services.from_environment())
+    services = Services.from_environment()
+    configure_logging(services.settings, "web")
+    return app_for(services)

@@ -28,6 +28,7 @@ from jobs.launchers.base import ExecutionControl
 from schemas.changes import Versioned
 from schemas.documents import AttemptDoc, ReceiptDoc, RunDoc
 from schemas.enums import AttemptState, ReceiptStatus, RunStatus
+from schemas.log_labels import log_labels
 from schemas.objects import ObjectFinalized
 from schemas.paths import gs_uri, steps_prefix
 from store.ports import Conflict, Found
@@ -121,8 +122,12 @@ class MaintainStage:
         """Act on each document found; one that fails is logged and counted, and the sweep goes on with the rest,
         so a document no code path can handle never holds up those behind it."""
         for item in found:
+            # A found document's path holds its run: runs/{run_id}/... (receipts carry theirs in the document).
+            path = getattr(item, "path", ())
+            run_id = path[1] if len(path) > 1 and path[0] == "runs" else None
             try:
-                counted = act(item)
+                with log_labels(run_id=run_id):
+                    counted = act(item)
             except Exception:
                 report["document errors"] += 1
                 log.exception("maintenance: %s could not be handled; the next tick tries again", item)
