@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import mimetypes
 import os
+import secrets
 import shlex
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -47,6 +50,7 @@ from deploy.stack import (
 )
 from deploy.workflow_files import WorkflowSource, check_file, dump, exported, workflow_paths
 from functions.workflows import CheckedWorkflow, WorkflowProblem
+from jobs.registry import REGISTERED
 from schemas.access import is_api_key, key_hash, key_id
 from schemas.api import (
     Accepted,
@@ -72,7 +76,8 @@ from schemas.workflow_file import WorkflowFile
 from store.ports import Conflict
 from web.accounts import AccountExists, Accounts
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
 DEMO_FMU_SCRIPT = EXAMPLES / "fmu" / "RoomHeater.py"
 LOCAL_PROJECT = "validibot-local"
 # Where `validibot up` keeps its signing secret: under the home folder, which engines' sandboxes hide, not in the
@@ -911,3 +916,87 @@ def keys_revoke(key_id_: str, org: str) -> None:
     except LookupError as exc:
         raise CommandError(str(exc.args[0])) from exc
     click.echo(f"revoked  key {key_id_}  (org {org})")
+
+
+@main.command()
+@click.option("--project", required=True, help="The Google Cloud project to deploy into.")
+@click.option("--region", required=True, help="Where every regional resource goes, e.g. europe-west1.")
+@click.option("--stage", required=True, help="dev, prod, ...: in every resource's name, so stages can share a project.")
+@click.option(
+    "--dry-run", is_flag=True, help="Print the plan (create / update / unchanged per resource); change nothing."
+)
+@click.option("--job-memory", multiple=True, metavar="TYPE=SIZE", help="A validator job's memory, e.g. energyplus=8Gi.")
+@click.option("--source", help="The build's identity (default: the git commit): image tag and service label.")
+def deploy(
+    project: str, region: str, stage: str, dry_run: bool, job_memory: tuple[str, ...], source: str | None
+) -> None:
+    """Plan every resource of DESIGN §15 in PROJECT and apply the plan: each is read, then created or updated, or
+    left alone when it matches; a second deploy changes nothing. Needs gcloud, signed in with rights to the project."""
+    from deploy.gcp import DeployConfig, Gcloud, GcloudFailed, Planner, apply, plan, project_facts, write_lifecycles
+
+    memory = dict(item.split("=", 1) for item in job_memory if "=" in item)
+    if len(memory) != len(job_memory) or not set(memory) <= set(REGISTERED):
+        raise CommandError(f"--job-memory takes TYPE=SIZE with TYPE one of {', '.join(sorted(REGISTERED))}")
+    if shutil.which("gcloud") is None:
+        raise CommandError("gcloud is not on PATH: install the Google Cloud CLI (README: the two commands)")
+    gcloud = Gcloud()
+    try:
+        number, storage_agent = project_facts(gcloud, project)
+        config = DeployConfig(project, region, stage, source or _source_identity(), job_memory=memory)
+        actions = list(plan(Planner(config, number, storage_agent).resources(), gcloud))
+        for action in actions:
+            click.echo(action.line())
+        counts = {verb: sum(a.verb == verb for a in actions) for verb in ("create", "update", "unchanged")}
+        click.echo(f"plan: {counts['create']} to create, {counts['update']} to update, {counts['unchanged']} unchanged")
+        if dry_run:
+            return
+        write_lifecycles()
+        for action in actions:
+            if action.verb != "unchanged":
+                click.echo(f"applying: {action.line()}")
+                apply(action, gcloud, secret=lambda: secrets.token_urlsafe(48))
+    except GcloudFailed as exc:
+        raise CommandError(f"gcloud refused: {exc}") from exc
+    click.echo("deployed" if any(a.verb != "unchanged" for a in actions) else "nothing to change")
+
+
+def _source_identity() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unversioned"
+
+
+# What `validibot destroy` removes, newest first; bindings go with their resources, Firestore and the enabled APIs
+# stay (deleting a database is a decision of its own, in the console).
+DESTROYED = ("scheduler-job", "subscription", "service", "job", "repository", "secret", "topic", "bucket")
+
+
+@main.command()
+@click.option("--project", required=True)
+@click.option("--region", required=True)
+@click.option("--stage", required=True)
+def destroy(project: str, region: str, stage: str) -> None:
+    """Delete what `validibot deploy` made for STAGE in PROJECT (not Firestore's data, nor the enabled APIs), after
+    you type the project id to confirm."""
+    from deploy.gcp import DeployConfig, Gcloud, GcloudFailed, Planner, project_facts
+
+    typed = click.prompt(f"This deletes stage {stage} of project {project}, its buckets' files included. Project id")
+    if typed != project:
+        raise CommandError("the project id did not match; nothing was deleted")
+    gcloud = Gcloud()
+    number, storage_agent = project_facts(gcloud, project)
+    resources = Planner(DeployConfig(project, region, stage, "destroy"), number, storage_agent).resources()
+    for resource in reversed(resources):
+        if resource.kind not in DESTROYED or gcloud.read(resource.read) is None:
+            continue
+        if resource.kind == "bucket":
+            argv = ["gcloud", "storage", "rm", "--recursive", f"gs://{resource.name}", f"--project={project}"]
+        else:
+            verb = resource.read.index("describe")
+            argv = [*resource.read[:verb], "delete", *[a for a in resource.read[verb + 1 :] if a != "--format=json"]]
+            argv.append("--quiet")
+        click.echo(f"deleting  {resource.kind:<20} {resource.name}")
+        try:
+            gcloud.run(argv)
+        except GcloudFailed as exc:
+            raise CommandError(f"gcloud refused: {exc}") from exc
+    click.echo("destroyed")

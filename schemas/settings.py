@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     local_kill_grace_seconds: int = Field(default=5, ge=0)
     cloudrun_region: str = "us-central1"
     cloudrun_job_prefix: str = "validibot-validator-"
+    # After the validator type: `validibot deploy` names each stage's jobs validibot-validator-{type}-{stage}.
+    cloudrun_job_suffix: str = ""
     # Empty means the real Jobs API; set to a local endpoint (http://127.0.0.1:PORT) to test the REST client.
     cloudrun_api_endpoint: str = ""
     max_artifact_bytes: int = Field(default=512 * MIB, gt=0)

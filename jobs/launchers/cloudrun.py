@@ -31,7 +31,9 @@ ENDED_STATES = (ConditionState.CONDITION_SUCCEEDED, ConditionState.CONDITION_FAI
 def run_job_request(assignment: Assignment, settings: Settings) -> run_v2.RunJobRequest:
     envelope = assignment.envelope
     job = run_v2.JobsClient.job_path(
-        settings.project, settings.cloudrun_region, settings.cloudrun_job_prefix + envelope.validator.type
+        settings.project,
+        settings.cloudrun_region,
+        settings.cloudrun_job_prefix + envelope.validator.type + settings.cloudrun_job_suffix,
     )
     env = job_overrides(assignment)
     return run_v2.RunJobRequest(
