@@ -63,7 +63,7 @@ class Services:
         from google.cloud import firestore
 
         # FIRESTORE_EMULATOR_HOST, when set, is honoured by the client itself.
-        return firestore.Client(project=self.settings.project)
+        return firestore.Client(project=self.settings.project, database=self.settings.firestore_database)
 
     @cached_property
     def publisher_client(self) -> pubsub_v1.PublisherClient:

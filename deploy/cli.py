@@ -7,6 +7,7 @@ directly. Admin commands (orgs, users, keys) always work on Firestore: they are 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mimetypes
 import os
@@ -932,7 +933,7 @@ def deploy(
 ) -> None:
     """Plan every resource of DESIGN §15 in PROJECT and apply the plan: each is read, then created or updated, or
     left alone when it matches; a second deploy changes nothing. Needs gcloud, signed in with rights to the project."""
-    from deploy.gcp import DeployConfig, Gcloud, GcloudFailed, Planner, apply, plan, project_facts, write_lifecycles
+    from deploy.gcp import DeployConfig, Gcloud, GcloudFailed, Planner, apply, plan, project_number, write_lifecycles
 
     memory = dict(item.split("=", 1) for item in job_memory if "=" in item)
     if len(memory) != len(job_memory) or not set(memory) <= set(REGISTERED):
@@ -941,9 +942,8 @@ def deploy(
         raise CommandError("gcloud is not on PATH: install the Google Cloud CLI (README: the two commands)")
     gcloud = Gcloud()
     try:
-        number, storage_agent = project_facts(gcloud, project)
         config = DeployConfig(project, region, stage, source or _source_identity(), job_memory=memory)
-        actions = list(plan(Planner(config, number, storage_agent).resources(), gcloud))
+        actions = list(plan(Planner(config, project_number(gcloud, project)).resources(), gcloud))
         for action in actions:
             click.echo(action.line())
         counts = {verb: sum(a.verb == verb for a in actions) for verb in ("create", "update", "unchanged")}
@@ -955,14 +955,21 @@ def deploy(
             if action.verb != "unchanged":
                 click.echo(f"applying: {action.line()}")
                 apply(action, gcloud, secret=lambda: secrets.token_urlsafe(48))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
     except GcloudFailed as exc:
         raise CommandError(f"gcloud refused: {exc}") from exc
     click.echo("deployed" if any(a.verb != "unchanged" for a in actions) else "nothing to change")
 
 
 def _source_identity() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unversioned"
+    """The commit; with uncommitted changes, also a digest of them, so the build differs when the source does."""
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode != 0 or not head.stdout.strip():
+        return "unversioned"
+    changes = subprocess.run(["git", "diff", "HEAD"], cwd=ROOT, capture_output=True).stdout
+    dirty = f"-dirty-{hashlib.sha256(changes).hexdigest()[:8]}" if changes else ""
+    return head.stdout.strip() + dirty
 
 
 # What `validibot destroy` removes, newest first; bindings go with their resources, Firestore and the enabled APIs
@@ -975,16 +982,21 @@ DESTROYED = ("scheduler-job", "subscription", "service", "job", "repository", "s
 @click.option("--region", required=True)
 @click.option("--stage", required=True)
 def destroy(project: str, region: str, stage: str) -> None:
-    """Delete what `validibot deploy` made for STAGE in PROJECT (not Firestore's data, nor the enabled APIs), after
-    you type the project id to confirm."""
-    from deploy.gcp import DeployConfig, Gcloud, GcloudFailed, Planner, project_facts
+    """Delete STAGE's scheduler job, subscriptions, services, jobs, image repository, secrets, topics and buckets
+    (with their files) in PROJECT, after you type the project id to confirm. Firestore's data, the service accounts,
+    the custom roles, the bindings and the enabled APIs stay."""
+    from deploy.gcp import DeployConfig, Gcloud, GcloudFailed, Planner, project_number
 
     typed = click.prompt(f"This deletes stage {stage} of project {project}, its buckets' files included. Project id")
     if typed != project:
         raise CommandError("the project id did not match; nothing was deleted")
     gcloud = Gcloud()
-    number, storage_agent = project_facts(gcloud, project)
-    resources = Planner(DeployConfig(project, region, stage, "destroy"), number, storage_agent).resources()
+    try:
+        resources = Planner(
+            DeployConfig(project, region, stage, "destroy"), project_number(gcloud, project)
+        ).resources()
+    except (ValueError, GcloudFailed) as exc:
+        raise CommandError(str(exc)) from exc
     for resource in reversed(resources):
         if resource.kind not in DESTROYED or gcloud.read(resource.read) is None:
             continue

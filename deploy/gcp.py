@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,14 +40,15 @@ APIS = (
     "secretmanager.googleapis.com",
     "storage.googleapis.com",
 )
-# What the functions need to start a validator job with its envelope's location, and to read and stop it.
-JOB_RUNNER_PERMISSIONS = (
-    "run.executions.cancel",
-    "run.executions.get",
-    "run.jobs.run",
-    "run.jobs.runWithOverrides",
-    "run.operations.get",
-)
+# Granted on each validator job (not project-wide, so one stage cannot start another's jobs): the functions start
+# a job with its envelope's location and read and stop its executions; the web, which cancels runs, only stops.
+CUSTOM_ROLES = {
+    "job_runner": (
+        "run validator jobs with overrides, read and stop their executions",
+        ("run.executions.cancel", "run.executions.get", "run.jobs.run", "run.jobs.runWithOverrides"),
+    ),
+    "job_canceller": ("read and stop validator jobs' executions", ("run.executions.cancel", "run.executions.get")),
+}
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,20 @@ class DeployConfig:
     tick_schedule: str = "* * * * *"
     max_delivery_attempts: int = 30
 
+    def __post_init__(self) -> None:
+        # Service account ids are at most 30 characters: "validibot-functions-" leaves 10 for the stage.
+        if not re.fullmatch(r"[a-z][a-z0-9]{0,9}", self.stage):
+            raise ValueError(f"--stage {self.stage!r}: 1-10 lowercase letters and digits, starting with a letter")
+        if not re.fullmatch(r"[a-z0-9_-]{1,63}", self.source):
+            raise ValueError(f"--source {self.source!r}: lowercase letters, digits, - and _ (it is a label value)")
+
     def name(self, what: str) -> str:
         return f"validibot-{what}-{self.stage}"
+
+    @property
+    def database(self) -> str:
+        """A Firestore database per stage: stages sharing a project share no run, user or key."""
+        return f"validibot-{self.stage}"
 
     @property
     def files_bucket(self) -> str:
@@ -77,9 +91,8 @@ class DeployConfig:
     def account(self, role: str) -> str:
         return f"{self.name(role)}@{self.project}.iam.gserviceaccount.com"
 
-    @property
-    def job_runner_role(self) -> str:
-        return f"validibot_job_runner_{self.stage.replace('-', '_')}"
+    def role_id(self, kind: str) -> str:
+        return f"validibot_{kind}_{self.stage}"
 
     @property
     def image(self) -> str:
@@ -97,8 +110,6 @@ class Resource:
     judge: Callable[[Any], str]
     create: list[list[str]]
     update: list[list[str]] = field(default_factory=list)
-    # Secret values and the like, passed on stdin: never on a command line, so never in a plan or a log.
-    stdin: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,11 +121,11 @@ class Action:
         return f"{self.verb:<9} {self.resource.kind:<20} {self.resource.name}"
 
 
-def fingerprint(settings: dict[str, Any]) -> str:
+def fingerprint(settings: Any) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def labels(config: DeployConfig, fingerprinted: dict[str, Any], **more: str) -> str:
+def labels(config: DeployConfig, fingerprinted: Any, **more: str) -> str:
     own = {"app": "validibot", "stage": config.stage, CONFIG_LABEL: fingerprint(fingerprinted), **more}
     return ",".join(f"{k}={v}" for k, v in own.items())
 
@@ -159,16 +170,18 @@ def _has_binding(member: str, role: str) -> Callable[[Any], str]:
 
 
 def _gcloud(*argv: str, project: str) -> list[str]:
-    return ["gcloud", *argv, f"--project={project}"]
+    # --quiet: never a prompt, whatever gcloud thinks of the terminal (it takes the default, or fails).
+    return ["gcloud", *argv, f"--project={project}", "--quiet"]
 
 
 class Planner:
     """The desired resources of one stage in one region (pure: reads nothing)."""
 
-    def __init__(self, config: DeployConfig, project_number: str, storage_agent: str) -> None:
+    def __init__(self, config: DeployConfig, project_number: str) -> None:
         self.c = config
         self.project_number = project_number
-        self.storage_agent = storage_agent
+        self.storage_agent = f"service-{project_number}@gs-project-accounts.iam.gserviceaccount.com"
+        self.pubsub_agent = f"serviceAccount:service-{project_number}@gcp-sa-pubsub.iam.gserviceaccount.com"
 
     def g(self, *argv: str) -> list[str]:
         return _gcloud(*argv, project=self.c.project)
@@ -177,7 +190,7 @@ class Planner:
         return [
             self.apis(),
             *self.accounts(),
-            self.job_runner_role(),
+            *self.custom_roles(),
             *self.project_roles(),
             *self.buckets(),
             *self.topics(),
@@ -212,9 +225,9 @@ class Planner:
 
     ACCOUNTS = {
         "functions": "the pipeline functions: run state, both buckets, lifecycle events, starting validator jobs",
-        "jobs": "validator jobs: their own step's objects in the pipeline bucket, nothing else",
+        "jobs": "validator jobs: the pipeline bucket (inputs, artifacts, output.json), nothing else",
         "web": "the dashboard and REST API: reads, accounts, uploads to the inbox, cancels",
-        "scheduler": "Pub/Sub pushes and the maintenance tick: invokes the functions, nothing else",
+        "scheduler": "the identity Pub/Sub pushes events and the tick with: invokes the functions, nothing else",
     }
 
     def accounts(self) -> list[Resource]:
@@ -240,33 +253,44 @@ class Planner:
                     [self.g("iam", "service-accounts", "update", self.c.account(role), f"--description={description}")],
                 )
             )
-        # The functions start jobs that run as the jobs' account.
-        made.append(
+        # The functions start jobs that run as the jobs' account; Pub/Sub mints the push's OIDC tokens as the
+        # scheduler account (needed on projects whose Pub/Sub predates April 2021).
+        made += [
             self.binding(
                 "account-binding",
                 ("iam", "service-accounts"),
                 self.c.account("jobs"),
                 f"serviceAccount:{self.c.account('functions')}",
                 "roles/iam.serviceAccountUser",
-            )
-        )
+            ),
+            self.binding(
+                "account-binding",
+                ("iam", "service-accounts"),
+                self.c.account("scheduler"),
+                self.pubsub_agent,
+                "roles/iam.serviceAccountTokenCreator",
+            ),
+        ]
         return made
 
-    def job_runner_role(self) -> Resource:
-        permissions = ",".join(JOB_RUNNER_PERMISSIONS)
-        description = (
-            f"validibot {self.c.stage}: run validator jobs with overrides; config {fingerprint({'p': permissions})}"
-        )
-        role = self.c.job_runner_role
-        flags = [f"--title=validibot job runner ({self.c.stage})", f"--description={description}"]
-        return Resource(
-            "custom-role",
-            role,
-            self.g("iam", "roles", "describe", role, "--format=json"),
-            _by_description(description),
-            [self.g("iam", "roles", "create", role, *flags, f"--permissions={permissions}", "--stage=GA")],
-            [self.g("iam", "roles", "update", role, *flags, f"--permissions={permissions}")],
-        )
+    def custom_roles(self) -> list[Resource]:
+        made = []
+        for kind, (title, permissions) in CUSTOM_ROLES.items():
+            joined = ",".join(permissions)
+            description = f"validibot {self.c.stage}: {title}; config {fingerprint({'permissions': joined})}"
+            role = self.c.role_id(kind)
+            flags = [f"--title=validibot {kind.replace('_', ' ')} ({self.c.stage})", f"--description={description}"]
+            made.append(
+                Resource(
+                    "custom-role",
+                    role,
+                    self.g("iam", "roles", "describe", role, "--format=json"),
+                    _by_description(description),
+                    [self.g("iam", "roles", "create", role, *flags, f"--permissions={joined}", "--stage=GA")],
+                    [self.g("iam", "roles", "update", role, *flags, f"--permissions={joined}")],
+                )
+            )
+        return made
 
     # Project-wide grants, each for a reason the README lists.
     PROJECT_ROLES = (
@@ -283,22 +307,16 @@ class Planner:
                 "project-binding", ("projects",), self.c.project, f"serviceAccount:{self.c.account(who)}", role
             )
             for who, role in self.PROJECT_ROLES
-        ] + [
-            # The custom role, project-wide because jobs are made later in the plan than the grant's reader.
-            self.binding(
-                "project-binding",
-                ("projects",),
-                self.c.project,
-                f"serviceAccount:{self.c.account(who)}",
-                f"projects/{self.c.project}/roles/{self.c.job_runner_role}",
-            )
-            for who in ("functions", "web")
         ]
 
     def binding(self, kind: str, group: tuple[str, ...], target: str, member: str, role: str) -> Resource:
-        where = [f"--region={self.c.region}"] if group == ("run", "jobs") or group == ("run", "services") else []
+        where = [f"--region={self.c.region}"] if group in (("run", "jobs"), ("run", "services")) else []
+        # A project policy may hold conditional bindings; this grant is unconditional, which gcloud must be told.
+        unconditional = ["--condition=None"] if group == ("projects",) else []
         read = self.g(*group, "get-iam-policy", target, *where, "--format=json")
-        add = self.g(*group, "add-iam-policy-binding", target, *where, f"--member={member}", f"--role={role}")
+        add = self.g(
+            *group, "add-iam-policy-binding", target, *where, f"--member={member}", f"--role={role}", *unconditional
+        )
         return Resource(kind, f"{target} {role} {member.split(':', 1)[1]}", read, _has_binding(member, role), [add])
 
     # -- storage and events ---------------------------------------------------------------------------------
@@ -306,14 +324,17 @@ class Planner:
     def buckets(self) -> list[Resource]:
         made = []
         for bucket, keep_deleted_days in ((self.c.files_bucket, 30), (self.c.inbox_bucket, 7)):
-            settings = {"location": self.c.region, "versioning": True, "noncurrent_days": keep_deleted_days}
             lifecycle = ROOT / ".validibot" / "deploy" / f"lifecycle-{keep_deleted_days}.json"
             url = f"gs://{bucket}"
+            # Set on create and kept by every update: both are in the fingerprint, with the lifecycle's rules.
+            access = ["--uniform-bucket-level-access", "--public-access-prevention"]
+            settings = [*access, "--versioning", LIFECYCLES[keep_deleted_days]]
             configure = self.g(
                 "storage",
                 "buckets",
                 "update",
                 url,
+                *access,
                 "--versioning",
                 f"--lifecycle-file={lifecycle}",
                 f"--update-labels={labels(self.c, settings)}",
@@ -323,19 +344,8 @@ class Planner:
                     "bucket",
                     bucket,
                     self.g("storage", "buckets", "describe", url, "--format=json"),
-                    _by_label(fingerprint(settings), _own_labels),
-                    [
-                        self.g(
-                            "storage",
-                            "buckets",
-                            "create",
-                            url,
-                            f"--location={self.c.region}",
-                            "--uniform-bucket-level-access",
-                            "--public-access-prevention",
-                        ),
-                        configure,
-                    ],
+                    self._bucket_judge(fingerprint(settings)),
+                    [self.g("storage", "buckets", "create", url, f"--location={self.c.region}", *access), configure],
                     [configure],
                 )
             )
@@ -343,13 +353,26 @@ class Planner:
             self.binding("bucket-binding", ("storage", "buckets"), f"gs://{bucket}", member, role)
             for bucket, member, role in (
                 (self.c.files_bucket, f"serviceAccount:{self.c.account('functions')}", "roles/storage.objectUser"),
-                (self.c.inbox_bucket, f"serviceAccount:{self.c.account('functions')}", "roles/storage.objectViewer"),
+                # Read each upload, and delete it when retention purges its run.
+                (self.c.inbox_bucket, f"serviceAccount:{self.c.account('functions')}", "roles/storage.objectUser"),
                 (self.c.files_bucket, f"serviceAccount:{self.c.account('jobs')}", "roles/storage.objectUser"),
                 (self.c.files_bucket, f"serviceAccount:{self.c.account('web')}", "roles/storage.objectViewer"),
                 (self.c.inbox_bucket, f"serviceAccount:{self.c.account('web')}", "roles/storage.objectCreator"),
             )
         ]
         return made
+
+    def _bucket_judge(self, expected: str) -> Callable[[Any], str]:
+        by_label = _by_label(expected, _own_labels)
+
+        def judge(found: Any) -> str:
+            location = str((found or {}).get("location", self.c.region))
+            if location.lower() != self.c.region.lower():
+                # A bucket cannot move: the same stage in a second region needs a stage name of its own.
+                raise PlanRefused(f"bucket {(found or {}).get('name')} is in {location}, not {self.c.region}")
+            return by_label(found)
+
+        return judge
 
     def topic_names(self) -> dict[str, str]:
         return {
@@ -367,19 +390,21 @@ class Planner:
                     "topic",
                     topic,
                     self.g("pubsub", "topics", "describe", topic, "--format=json"),
-                    _by_label(fingerprint({}), _own_labels),
-                    [self.g("pubsub", "topics", "create", topic, f"--labels={labels(self.c, {})}")],
-                    [self.g("pubsub", "topics", "update", topic, f"--update-labels={labels(self.c, {})}")],
+                    _by_label(fingerprint([]), _own_labels),
+                    [self.g("pubsub", "topics", "create", topic, f"--labels={labels(self.c, [])}")],
+                    [self.g("pubsub", "topics", "update", topic, f"--update-labels={labels(self.c, [])}")],
                 )
             )
         topics = self.topic_names()
-        pubsub_agent = f"serviceAccount:service-{self.project_number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+        pubsub_agent = self.pubsub_agent
         grants = [
             # Dead lettering: Pub/Sub's own agent publishes what could not be delivered.
             (topics["dead-letter"], pubsub_agent, "roles/pubsub.publisher"),
             # Cloud Storage's agent publishes the buckets' finalize notifications.
             (topics["notifications"], f"serviceAccount:{self.storage_agent}", "roles/pubsub.publisher"),
             (topics["events"], f"serviceAccount:{self.c.account('functions')}", "roles/pubsub.publisher"),
+            # A cancel (by the web) publishes the run's ending.
+            (topics["events"], f"serviceAccount:{self.c.account('web')}", "roles/pubsub.publisher"),
         ]
         made += [self.binding("topic-binding", ("pubsub", "topics"), t, m, r) for t, m, r in grants]
         return made
@@ -390,11 +415,10 @@ class Planner:
         for bucket in (self.c.inbox_bucket, self.c.files_bucket):
 
             def judge(found: Any, topic: str = topic) -> str:
-                listed = found or []
-                entries = listed if isinstance(listed, list) else [listed]
-                return (
-                    "same" if any(str(n.get("topic", "")).endswith(f"/topics/{topic}") for n in entries) else "missing"
-                )
+                # gcloud lists each as {"Bucket URL": ..., "Notification Configuration": {"topic": ...}}.
+                configs = [(n.get("Notification Configuration") or n) for n in found or []]
+                ours = any(str(c.get("topic", "")).endswith(f"/topics/{topic}") for c in configs)
+                return "same" if ours else "missing"
 
             made.append(
                 Resource(
@@ -422,36 +446,44 @@ class Planner:
         made = []
         for secret, reader in (("signing-secret", "functions"), ("web-secret-key", "web")):
             name = self.c.name(secret)
-            made.append(
+
+            def has_version(found: Any) -> str:
+                return "same" if found else "missing"
+
+            made += [
                 Resource(
                     "secret",
                     name,
                     self.g("secrets", "describe", name, "--format=json"),
-                    _by_label(fingerprint({}), _own_labels),
+                    _by_label(fingerprint([]), _own_labels),
                     [
                         self.g(
                             "secrets",
                             "create",
                             name,
                             "--replication-policy=automatic",
-                            f"--labels={labels(self.c, {})}",
-                        ),
-                        # The value: generated here, sent on stdin, never shown (rotation adds a version).
-                        self.g("secrets", "versions", "add", name, "--data-file=-"),
+                            f"--labels={labels(self.c, [])}",
+                        )
                     ],
-                    [self.g("secrets", "update", name, f"--update-labels={labels(self.c, {})}")],
-                    stdin="generate",
-                )
-            )
-            made.append(
+                    [self.g("secrets", "update", name, f"--update-labels={labels(self.c, [])}")],
+                ),
+                # Its value: generated when the secret has no enabled version, sent on stdin (never on a command
+                # line, so never in a plan or a log); rotation adds a version.
+                Resource(
+                    "secret-version",
+                    name,
+                    self.g("secrets", "versions", "list", name, "--filter=state:enabled", "--limit=1", "--format=json"),
+                    has_version,
+                    [self.g("secrets", "versions", "add", name, "--data-file=-")],
+                ),
                 self.binding(
                     "secret-binding",
                     ("secrets",),
                     name,
                     f"serviceAccount:{self.c.account(reader)}",
                     "roles/secretmanager.secretAccessor",
-                )
-            )
+                ),
+            ]
         return made
 
     # -- Firestore ------------------------------------------------------------------------------------------
@@ -462,12 +494,22 @@ class Planner:
                 return "missing"
             return "same" if found.get("type") == "FIRESTORE_NATIVE" else "different"
 
+        database = f"--database={self.c.database}"
         return Resource(
             "firestore",
-            "(default)",
-            self.g("firestore", "databases", "describe", "--database=(default)", "--format=json"),
+            self.c.database,
+            self.g("firestore", "databases", "describe", database, "--format=json"),
             judge,
-            [self.g("firestore", "databases", "create", f"--location={self.c.region}", "--type=firestore-native")],
+            [
+                self.g(
+                    "firestore",
+                    "databases",
+                    "create",
+                    database,
+                    f"--location={self.c.region}",
+                    "--type=firestore-native",
+                )
+            ],
         )
 
     def indexes(self) -> list[Resource]:
@@ -491,7 +533,9 @@ class Planner:
                 Resource(
                     "firestore-index",
                     f"{group} ({', '.join(f'{p} {o.lower()}' for p, o in fields)})",
-                    self.g("firestore", "indexes", "composite", "list", "--format=json"),
+                    self.g(
+                        "firestore", "indexes", "composite", "list", f"--database={self.c.database}", "--format=json"
+                    ),
                     judge,
                     [
                         self.g(
@@ -499,8 +543,10 @@ class Planner:
                             "indexes",
                             "composite",
                             "create",
+                            f"--database={self.c.database}",
                             f"--collection-group={group}",
-                            f"--query-scope={scope}",
+                            # gcloud's spelling of the index file's COLLECTION / COLLECTION_GROUP.
+                            f"--query-scope={scope.lower().replace('_', '-')}",
                             *configs,
                             "--async",
                         )
@@ -525,7 +571,7 @@ class Planner:
                 Resource(
                     "firestore-ttl",
                     f"{group}.{field_path}",
-                    self.g("firestore", "fields", "ttls", "list", "--format=json"),
+                    self.g("firestore", "fields", "ttls", "list", f"--database={self.c.database}", "--format=json"),
                     judge,
                     [
                         self.g(
@@ -534,6 +580,7 @@ class Planner:
                             "ttls",
                             "update",
                             field_path,
+                            f"--database={self.c.database}",
                             f"--collection-group={group}",
                             "--enable-ttl",
                             "--async",
@@ -593,6 +640,7 @@ class Planner:
             "VALIDIBOT_CLOUDRUN_REGION": self.c.region,
             "VALIDIBOT_CLOUDRUN_JOB_SUFFIX": f"-{self.c.stage}",
             "VALIDIBOT_LOG_FORMAT": "json",
+            "VALIDIBOT_FIRESTORE_DATABASE": self.c.database,
             **more,
         }
         # Commas separate variables for gcloud; a value with one uses gcloud's ^@^ escape.
@@ -605,13 +653,6 @@ class Planner:
         made = []
         for validator, job in self.job_names().items():
             memory = self.c.job_memory.get(validator, self.c.default_job_memory)
-            settings = {
-                "image": self.c.image,
-                "memory": memory,
-                "cpu": self.c.job_cpu,
-                "timeout": self.c.job_timeout_seconds,
-                "env": self.environment(),
-            }
             flags = [
                 f"--region={self.c.region}",
                 f"--image={self.c.image}",
@@ -622,26 +663,39 @@ class Planner:
                 f"--memory={memory}",
                 f"--service-account={self.c.account('jobs')}",
                 f"--set-env-vars={self.environment()}",
-                f"--labels={labels(self.c, settings, validator=validator, version=self.c.source)}",
             ]
+            # Every flag is in the fingerprint: any change of a setting here is an update there.
+            labelled = [*flags, f"--labels={labels(self.c, flags, validator=validator, version=self.c.source)}"]
             made.append(
                 Resource(
                     "job",
                     job,
                     self.g("run", "jobs", "describe", job, f"--region={self.c.region}", "--format=json"),
-                    _by_label(fingerprint(settings), _metadata_labels),
-                    [self.g("run", "jobs", "create", job, *flags)],
-                    [self.g("run", "jobs", "update", job, *flags)],
+                    _by_label(fingerprint(flags), _metadata_labels),
+                    [self.g("run", "jobs", "create", job, *labelled)],
+                    [self.g("run", "jobs", "update", job, *labelled)],
                 )
             )
+            made += [
+                self.binding(
+                    "job-binding",
+                    ("run", "jobs"),
+                    job,
+                    f"serviceAccount:{self.c.account(who)}",
+                    f"projects/{self.c.project}/roles/{self.c.role_id(kind)}",
+                )
+                for who, kind in (("functions", "job_runner"), ("web", "job_canceller"))
+            ]
         return made
 
     def service_url(self, service: str) -> str:
         # Cloud Run's deterministic URL: known before the service exists, so the subscriptions can be planned.
         return f"https://{service}-{self.project_number}.{self.c.region}.run.app"
 
-    def service(self, what: str, settings: dict[str, Any], flags: list[str]) -> Resource:
+    def service(self, what: str, flags: list[str]) -> Resource:
+        """A Cloud Run service built from this checkout; the source's identity and every flag are fingerprinted."""
         name = self.c.name(what)
+        settings = [self.c.source, *flags]
         deploy = self.g(
             "run",
             "deploy",
@@ -662,10 +716,8 @@ class Planner:
 
     def functions(self) -> Resource:
         env = self.environment(VALIDIBOT_WEB_URL=self.service_url(self.c.name("web")))
-        settings = {"source": self.c.source, "env": env}
         return self.service(
             "functions",
-            settings,
             [
                 "--function=handle_event",
                 "--base-image=python311",
@@ -682,10 +734,8 @@ class Planner:
     def web(self) -> Resource:
         env = self.environment(VALIDIBOT_WEB_URL=self.service_url(self.c.name("web")))
         entrypoint = "gunicorn --bind :$PORT --threads 64 'web.wsgi:create()'"
-        settings = {"source": self.c.source, "env": env}
         return self.service(
             "web",
-            settings,
             [
                 f"--set-build-env-vars=GOOGLE_ENTRYPOINT={entrypoint}",
                 f"--service-account={self.c.account('web')}",
@@ -712,17 +762,15 @@ class Planner:
                 "roles/run.invoker",
             )
         ]
-        pubsub_agent = f"serviceAccount:service-{self.project_number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+        pubsub_agent = self.pubsub_agent
         for what, topic, attempts in (
             ("pipeline", topics["notifications"], self.c.max_delivery_attempts),
             ("maintenance", topics["maintenance"], 5),
         ):
             name = self.c.name(what)
             # functions-framework reads the topic from the push path (as the local stack's subscriptions do).
-            endpoint = f"{url}/projects/{self.c.project}/topics/{topic}"
-            settings = {"endpoint": endpoint, "attempts": attempts, "audience": url}
             flags = [
-                f"--push-endpoint={endpoint}",
+                f"--push-endpoint={url}/projects/{self.c.project}/topics/{topic}",
                 f"--push-auth-service-account={self.c.account('scheduler')}",
                 f"--push-auth-token-audience={url}",
                 f"--dead-letter-topic={topics['dead-letter']}",
@@ -731,42 +779,48 @@ class Planner:
                 "--max-retry-delay=30s",
                 "--ack-deadline=600",
             ]
-            made.append(
-                Resource(
-                    "subscription",
-                    name,
-                    self.g("pubsub", "subscriptions", "describe", name, "--format=json"),
-                    _by_label(fingerprint(settings), _own_labels),
-                    [
-                        self.g(
-                            "pubsub",
-                            "subscriptions",
-                            "create",
-                            name,
-                            f"--topic={topic}",
-                            *flags,
-                            f"--labels={labels(self.c, settings)}",
-                        )
-                    ],
-                    [
-                        self.g(
-                            "pubsub",
-                            "subscriptions",
-                            "update",
-                            name,
-                            *flags,
-                            f"--update-labels={labels(self.c, settings)}",
-                        )
-                    ],
-                )
-            )
-            # Dead lettering: Pub/Sub's agent acknowledges the message it moved to the dead letter topic.
-            made.append(
+            made += [
+                self.subscription(name, topic, flags),
+                # Dead lettering: Pub/Sub's agent acknowledges the message it moved to the dead letter topic.
                 self.binding(
                     "subscription-binding", ("pubsub", "subscriptions"), name, pubsub_agent, "roles/pubsub.subscriber"
-                )
-            )
+                ),
+            ]
+        # What could not be delivered is kept for operators to read (a topic without a subscription keeps nothing).
+        made.append(
+            self.subscription(self.c.name("dead-letter"), topics["dead-letter"], ["--message-retention-duration=7d"])
+        )
         return made
+
+    def subscription(self, name: str, topic: str, flags: list[str]) -> Resource:
+        """A subscription whose every flag is in its fingerprint."""
+        return Resource(
+            "subscription",
+            name,
+            self.g("pubsub", "subscriptions", "describe", name, "--format=json"),
+            _by_label(fingerprint([topic, *flags]), _own_labels),
+            [
+                self.g(
+                    "pubsub",
+                    "subscriptions",
+                    "create",
+                    name,
+                    f"--topic={topic}",
+                    *flags,
+                    f"--labels={labels(self.c, [topic, *flags])}",
+                )
+            ],
+            [
+                self.g(
+                    "pubsub",
+                    "subscriptions",
+                    "update",
+                    name,
+                    *flags,
+                    f"--update-labels={labels(self.c, [topic, *flags])}",
+                )
+            ],
+        )
 
     def tick(self) -> Resource:
         name = self.c.name("tick")
@@ -799,6 +853,14 @@ class GcloudFailed(RuntimeError):
     pass
 
 
+class PlanRefused(GcloudFailed):
+    """What exists cannot be brought in line by an update (a bucket in another region)."""
+
+
+NOT_FOUND = ("not_found", "not found", "does not exist", "404")
+API_DISABLED = ("service_disabled", "has not been used in project", "it is disabled")
+
+
 @dataclass
 class Gcloud:
     """gcloud as a subprocess: reads give parsed JSON (None when the resource does not exist), writes run."""
@@ -806,27 +868,30 @@ class Gcloud:
     runner: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run
 
     def read(self, argv: list[str]) -> Any:
-        done = self.runner(argv, capture_output=True, text=True)
+        done = self.runner(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if done.returncode != 0:
             message = done.stderr.lower()
-            if any(s in message for s in ("not_found", "not found", "does not exist", "404")):
+            # An API not enabled yet (a new project) holds no resource: it is planned as missing, and the plan's
+            # first action enables it.
+            if any(s in message for s in (*NOT_FOUND, *API_DISABLED)):
                 return None
             raise GcloudFailed(f"{' '.join(argv[:4])}: {done.stderr.strip()[:500]}")
         return json.loads(done.stdout) if done.stdout.strip() else None
 
     def run(self, argv: list[str], stdin: str | None = None) -> None:
-        done = self.runner(argv, capture_output=True, text=True, input=stdin)
+        closed = {"stdin": subprocess.DEVNULL} if stdin is None else {"input": stdin}
+        done = self.runner(argv, capture_output=True, text=True, **closed)
         if done.returncode != 0:
             raise GcloudFailed(f"{' '.join(argv[:5])}: {done.stderr.strip()[:500]}")
 
 
-def project_facts(gcloud: Gcloud, project: str) -> tuple[str, str]:
-    """The project's number (in service agents' and Cloud Run's names) and Cloud Storage's service agent."""
+def project_number(gcloud: Gcloud, project: str) -> str:
+    """The project's number: in the service agents' names and in Cloud Run's URLs."""
     described = gcloud.read(_gcloud("projects", "describe", project, "--format=json", project=project)) or {}
-    number = str(described.get("projectNumber", "PROJECT_NUMBER"))
-    agent = gcloud.read(_gcloud("storage", "service-agent", "--format=json", project=project))
-    email = agent.get("email_address") if isinstance(agent, dict) else agent
-    return number, str(email or f"service-{number}@gs-project-accounts.iam.gserviceaccount.com")
+    number = str(described.get("projectNumber", ""))
+    if not number.isdigit():
+        raise GcloudFailed(f"project {project} was not found, or you may not read it (gcloud projects describe)")
+    return number
 
 
 def plan(resources: list[Resource], gcloud: Gcloud) -> Iterator[Action]:

@@ -65,7 +65,12 @@ class Pipeline:
         )
         with log_labels(run_id=run_id, org=path.org):
             started = time.perf_counter()
-            handled = self.stages[path.kind].handle(event, path, known)
+            try:
+                handled = self.stages[path.kind].handle(event, path, known)
+            except Exception:
+                # Logged here, with the run's labels; raised on, so the event is redelivered.
+                log.exception("%s (generation %s) failed; it will be redelivered", event.name, event.generation)
+                raise
             elapsed_ms = (time.perf_counter() - started) * 1000
             log.info("%s (generation %s): %s in %.0f ms", event.name, event.generation, handled, elapsed_ms)
             return self._follow(handled)

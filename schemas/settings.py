@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     maintenance_topic: str = "validibot-maintenance"
     maintenance_subscription: str = "validibot-maintenance"
     web_url: str = "http://127.0.0.1:8000"
+    # Each stage's own Firestore database (`validibot deploy` makes validibot-{stage}), so stages that share a project
+    # share no run, user or key.
+    firestore_database: str = "(default)"
     # The deployment stage (dev, prod, ...): in every resource name `validibot deploy` makes, and on every log line.
     stage: str = Field(default="local", pattern=r"^[a-z][a-z0-9-]{0,19}$")
     # JSON lines in Cloud Logging's structured format (the default, for production), or plain text (`validibot up`

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from schemas.log_labels import pop_labels, push_labels
+from schemas.paths import is_run_id, is_slug
 from web.api import api
 from web.auth import presented_key
 from web.context import EXTENSION_KEY, WebContext
@@ -116,8 +117,10 @@ def create_app(context: WebContext) -> OpenAPI:
     @app.before_request
     def label_logs() -> None:
         # Every log line of a request about an org or a run says which (DESIGN §15).
+        # Only ids of the right form: a caller cannot put arbitrary text into the labels operators filter on.
         arguments = request.view_args or {}
-        g.log_labels = push_labels(org=arguments.get("org"), run_id=arguments.get("run_id"))
+        org, run_id = str(arguments.get("org", "")), str(arguments.get("run_id", ""))
+        g.log_labels = push_labels(org=org if is_slug(org) else None, run_id=run_id if is_run_id(run_id) else None)
 
     @app.teardown_request
     def unlabel_logs(_: BaseException | None) -> None:

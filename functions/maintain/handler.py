@@ -122,16 +122,18 @@ class MaintainStage:
         """Act on each document found; one that fails is logged and counted, and the sweep goes on with the rest,
         so a document no code path can handle never holds up those behind it."""
         for item in found:
-            # A found document's path holds its run: runs/{run_id}/... (receipts carry theirs in the document).
+            # A found document's path holds its run (runs/{run_id}/...); a receipt carries its run in the document.
             path = getattr(item, "path", ())
-            run_id = path[1] if len(path) > 1 and path[0] == "runs" else None
-            try:
-                with log_labels(run_id=run_id):
+            run_id = (
+                path[1] if len(path) > 1 and path[0] == "runs" else getattr(getattr(item, "doc", None), "run_id", None)
+            )
+            with log_labels(run_id=run_id):
+                try:
                     counted = act(item)
-            except Exception:
-                report["document errors"] += 1
-                log.exception("maintenance: %s could not be handled; the next tick tries again", item)
-                continue
+                except Exception:
+                    report["document errors"] += 1
+                    log.exception("maintenance: %s could not be handled; the next tick tries again", item)
+                    continue
             if counted:
                 report[counted] += 1
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ pytestmark = pytest.mark.integration
 
 STUB = ROOT / "tests" / "gcloud_stub"
 GOLDEN = ROOT / "tests" / "data" / "deploy-plan-empty.txt"
+COMMANDS = ROOT / "tests" / "data" / "deploy-commands-empty.txt"
 TARGET = ["--project", "acme-prod", "--region", "europe-west1", "--stage", "dev", "--source", "abc123"]
 
 
@@ -77,7 +79,7 @@ def test_the_first_apply_creates_everything_and_the_second_changes_nothing(deplo
     assert len(planned) == len([line for line in GOLDEN.read_text().splitlines() if line.startswith("create ")])
     assert deployed["first"].rstrip().endswith("deployed")
     assert deployed["second_calls"] == []
-    assert "plan: 0 to create, 0 to update, 67 unchanged" in deployed["second"]
+    assert "plan: 0 to create, 0 to update, 85 unchanged" in deployed["second"]
     assert deployed["second"].rstrip().endswith("nothing to change")
 
 
@@ -106,12 +108,21 @@ def test_every_mutating_command_has_its_flags(deployed: dict[str, Any]) -> None:
     assert "VALIDIBOT_CLOUDRUN_JOB_SUFFIX=-dev" in job["set-env-vars"]
     assert len([c for c in made if c[1:4] == ["run", "jobs", "create"]]) == 7
 
-    # The custom role holds the overrides permission, and the functions (and the web, which cancels) hold the role.
+    # The custom role holds the overrides permission; the functions hold it on each job (not project-wide, so one
+    # stage cannot start another's jobs), the web only a role that stops executions.
     role = flags(the(made, "gcloud", "iam", "roles", "create", "validibot_job_runner_dev"))
     assert {"run.jobs.run", "run.jobs.runWithOverrides"} <= set(role["permissions"].split(","))
-    granted = [flags(c) for c in made if c[1:3] == ["projects", "add-iam-policy-binding"]]
-    runner = f"projects/{project}/roles/validibot_job_runner_dev"
-    assert {"member": f"serviceAccount:{functions_sa}", "role": runner, "project": project} in granted
+    canceller = flags(the(made, "gcloud", "iam", "roles", "create", "validibot_job_canceller_dev"))
+    assert set(canceller["permissions"].split(",")) == {"run.executions.get", "run.executions.cancel"}
+    on_job = [
+        flags(c) for c in made if c[1:5] == ["run", "jobs", "add-iam-policy-binding", "validibot-validator-fmu-dev"]
+    ]
+    assert {(g["member"], g["role"]) for g in on_job} == {
+        (f"serviceAccount:{functions_sa}", f"projects/{project}/roles/validibot_job_runner_dev"),
+        (f"serviceAccount:validibot-web-{stage}@{project}.iam.gserviceaccount.com",
+         f"projects/{project}/roles/validibot_job_canceller_dev"),
+    }  # fmt: skip
+    assert not [c for c in made if c[1:3] == ["projects", "add-iam-policy-binding"] and "roles/validibot" in c[4]]
 
     # The push subscription: OIDC as the scheduler account, the functions' URL as audience, a dead letter.
     push = flags(the(made, "gcloud", "pubsub", "subscriptions", "create", "validibot-pipeline-dev"))
@@ -120,6 +131,9 @@ def test_every_mutating_command_has_its_flags(deployed: dict[str, Any]) -> None:
     assert push["push-auth-service-account"] == f"validibot-scheduler-{stage}@{project}.iam.gserviceaccount.com"
     assert push["push-auth-token-audience"] == functions_url
     assert (push["dead-letter-topic"], push["max-delivery-attempts"]) == ("validibot-dead-letter-dev", "30")
+    # What could not be delivered is kept: the dead letter topic has a subscription of its own.
+    kept = flags(the(made, "gcloud", "pubsub", "subscriptions", "create", "validibot-dead-letter-dev"))
+    assert kept["topic"] == "validibot-dead-letter-dev"
 
     # The tick: every minute, to the maintenance topic, as the functions recognise it.
     tick = flags(the(made, "gcloud", "scheduler", "jobs", "create", "pubsub", "validibot-tick-dev"))
@@ -138,6 +152,7 @@ def test_every_mutating_command_has_its_flags(deployed: dict[str, Any]) -> None:
     assert flags(the(made, "gcloud", "secrets", "versions", "add", "validibot-signing-secret-dev")) == {
         "data-file": "-",
         "project": project,
+        "quiet": "",
     }
     functions = flags(the(made, "gcloud", "run", "deploy", "validibot-functions-dev"))
     assert functions["set-secrets"] == "VALIDIBOT_SIGNING_SECRET=validibot-signing-secret-dev:latest"
@@ -150,7 +165,8 @@ def test_every_mutating_command_has_its_flags(deployed: dict[str, Any]) -> None:
     notified = [c for c in made if c[1:5] == ["storage", "buckets", "notifications", "create"]]
     assert {c[5] for c in notified} == {"gs://acme-prod-validibot-files-dev", "gs://acme-prod-validibot-inbox-dev"}
     assert all(flags(c)["topic"] == "validibot-gcs-notifications-dev" for c in notified)
-    assert flags(the(made, "gcloud", "firestore", "databases", "create"))["type"] == "firestore-native"
+    database = flags(the(made, "gcloud", "firestore", "databases", "create"))
+    assert (database["type"], database["database"]) == ("firestore-native", "validibot-dev")
     indexes = json.loads((ROOT / "deploy" / "firestore.indexes.json").read_text())["indexes"]
     assert len([c for c in made if c[1:5] == ["firestore", "indexes", "composite", "create"]]) == len(indexes)
     ttl = the(made, "gcloud", "firestore", "fields", "ttls", "update", "expire_at")
@@ -181,3 +197,10 @@ def test_destroy_deletes_only_after_the_project_id_is_typed(tmp_path: Path) -> N
     )
     assert the(deleted, "gcloud", "run", "jobs", "delete", "validibot-validator-fmu-dev")[-1] == "--quiet"
     assert not [c for c in deleted if c[1] == "firestore"]  # the data stays
+
+
+def test_every_mutating_command_matches_the_reviewed_list(deployed: dict[str, Any]) -> None:
+    """Every flag of every command the first apply ran, against a reviewed file (the checkout's path abstracted)."""
+    lines = [shlex.join(call).replace(str(ROOT), "{ROOT}") for call in deployed["first_calls"]]
+
+    assert "\n".join(lines) + "\n" == COMMANDS.read_text()
