@@ -13,6 +13,7 @@ local stack, which adopts the jobs of a functions process that died, stops them 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import signal
@@ -104,7 +105,11 @@ class LocalProcessLauncher:
         # Read before the watcher starts: until it reaps the job, /proc keeps the job's entry.
         job = process_stat(process.pid)
         assert job is not None
-        threading.Thread(target=self._watch, args=(process, assignment), name=f"job-{process.pid}", daemon=True).start()
+        # The watcher logs about this run: it keeps the launching call's log labels (its context).
+        watch = contextvars.copy_context().run
+        threading.Thread(
+            target=watch, args=(self._watch, process, assignment), name=f"job-{process.pid}", daemon=True
+        ).start()
         log.info("started %s for run %s as process group %s", job_name, envelope.run_id, process.pid)
         return LaunchResult(execution_name=execution_name_for(job), job_status=JobStatus.RUNNING)
 
