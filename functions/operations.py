@@ -17,6 +17,7 @@ from jobs.launchers.base import ExecutionControl
 from schemas.documents import AttemptDoc, RunDoc
 from schemas.enums import AttemptState, RunStatus
 from schemas.paths import (
+    IDEMPOTENCY_METADATA_KEY,
     RERUN_OF_METADATA_KEY,
     UnsafeName,
     check_filename,
@@ -56,8 +57,17 @@ class NotRerunnable(ValueError):
 class Operations:
     context: StageContext
 
-    def submit(self, org: str, workflow: str, filename: str, source: BinaryIO, content_type: str) -> str:
-        """Upload `source` to inbox/{org}/{workflow}/{filename}; returns the id of the run INTAKE makes of it."""
+    def submit(
+        self,
+        org: str,
+        workflow: str,
+        filename: str,
+        source: BinaryIO,
+        content_type: str,
+        idempotency_record: str | None = None,
+    ) -> str:
+        """Upload `source` to inbox/{org}/{workflow}/{filename}; returns the id of the run INTAKE makes of it. The
+        upload carries the Idempotency-Key record it was made for, so a retry can find it (`submitted_run`)."""
         settings = self.context.settings
         try:
             check_filename(filename, settings.max_filename_bytes)
@@ -72,8 +82,19 @@ class Operations:
         if size > limit:
             raise SubmissionTooLarge(f"the file is {size} bytes; workflow {workflow} takes at most {limit} bytes")
         name = inbox_object(org, workflow, filename)
-        stored = self.context.objects.upload_stream(gs_uri(settings.inbox_bucket, name), source, content_type)
+        tag = {IDEMPOTENCY_METADATA_KEY: idempotency_record} if idempotency_record else None
+        stored = self.context.objects.upload_stream(gs_uri(settings.inbox_bucket, name), source, content_type, tag)
         return run_id_for(settings.inbox_bucket, name, stored.generation)
+
+    def submitted_run(self, org: str, workflow: str, filename: str, idempotency_record: str) -> str | None:
+        """The run of an upload made for this Idempotency-Key record, if it is still the inbox's live version:
+        what a retry of a request that died after its upload landed must answer instead of uploading again."""
+        settings = self.context.settings
+        name = inbox_object(org, workflow, filename)
+        found = self.context.objects.stat(gs_uri(settings.inbox_bucket, name))
+        if found is None or found.idempotency_record != idempotency_record:
+            return None
+        return run_id_for(settings.inbox_bucket, name, found.generation)
 
     def _run(self, run_id: str) -> RunDoc:
         found = self.context.store.run(run_id) if is_run_id(run_id) else None

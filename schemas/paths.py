@@ -75,6 +75,8 @@ def step_doc_id(step_number: int) -> str:
 
 # On an inbox object: the run it re-runs (INTAKE links the new run when that run's submission has the same bytes).
 RERUN_OF_METADATA_KEY = "validibot-rerun-of"
+# On an API submission's inbox object: the Idempotency-Key record it was uploaded for (web/idempotency.py).
+IDEMPOTENCY_METADATA_KEY = "validibot-idempotency-record"
 
 
 def inbox_object(org: str, workflow: str, filename: str) -> str:

@@ -14,7 +14,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import storage
 
 from schemas.objects import ObjectFinalized
-from schemas.paths import gs_uri, parse_gs_uri
+from schemas.paths import IDEMPOTENCY_METADATA_KEY, gs_uri, parse_gs_uri
 from schemas.signing import SIGNATURE_METADATA_KEY
 from store.ports import ObjectConflict, ObjectMissing, ObjectTooLarge, StoredObject
 
@@ -33,6 +33,7 @@ def _stored(uri: str, blob: storage.Blob) -> StoredObject:
         size=int(blob.size),
         sha256=metadata.get(SHA256_METADATA_KEY),
         signature=metadata.get(SIGNATURE_METADATA_KEY),
+        idempotency_record=metadata.get(IDEMPOTENCY_METADATA_KEY),
     )
 
 
@@ -106,8 +107,11 @@ class GcsObjectStore:
             raise ObjectConflict(uri) from exc
         return StoredObject(uri=uri, generation=int(blob.generation), size=path.stat().st_size, sha256=sha256)
 
-    def upload_stream(self, uri: str, source: BinaryIO, content_type: str) -> StoredObject:
+    def upload_stream(
+        self, uri: str, source: BinaryIO, content_type: str, metadata: dict[str, str] | None = None
+    ) -> StoredObject:
         blob = self._blob(uri)
+        blob.metadata = metadata or None
         blob.upload_from_file(source, content_type=content_type)
         return _stored(uri, blob)
 

@@ -70,6 +70,8 @@ class StoredObject:
     # Both as the writer put them into the object's metadata: claims, until the bytes are hashed.
     sha256: str | None
     signature: str | None = None
+    # An API submission's Idempotency-Key record, as its upload tagged it.
+    idempotency_record: str | None = None
 
 
 @dataclass(frozen=True)
@@ -240,9 +242,11 @@ class ObjectStore(Protocol):
 
     def write_new_file(self, uri: str, path: Path, content_type: str | None, sha256: str) -> StoredObject: ...
 
-    def upload_stream(self, uri: str, source: BinaryIO, content_type: str) -> StoredObject:
+    def upload_stream(
+        self, uri: str, source: BinaryIO, content_type: str, metadata: dict[str, str] | None = None
+    ) -> StoredObject:
         """What a user's upload does: a new live version of `uri` (the inbox, which users overwrite as they please;
-        not create-only), read from `source`."""
+        not create-only), read from `source`, carrying `metadata`."""
         ...
 
     def stat(self, uri: str, generation: int | None = None) -> StoredObject | None:

@@ -67,7 +67,7 @@ from schemas.documents import (
 from schemas.enums import AttemptState, JobStatus, ReceiptStatus, RunStatus
 from schemas.lifecycle import LifecycleEvent
 from schemas.objects import ObjectFinalized
-from schemas.paths import gs_uri, parse_gs_uri
+from schemas.paths import IDEMPOTENCY_METADATA_KEY, gs_uri, parse_gs_uri
 from schemas.settings import Settings
 from store.ports import (
     Conflict,
@@ -377,8 +377,15 @@ class FakeObjectStore:
         version = self._add(uri, data, content_type, None, if_generation=None, signature=signature)
         return StoredObject(uri, version.generation, len(data), None, signature)
 
-    def upload_stream(self, uri: str, source: BinaryIO, content_type: str) -> StoredObject:
-        return self.upload(uri, source.read(), content_type)
+    def upload_stream(
+        self, uri: str, source: BinaryIO, content_type: str, metadata: dict[str, str] | None = None
+    ) -> StoredObject:
+        data = source.read()
+        with self._lock:
+            version = _Version(data, next(self._generations), content_type, None, metadata=dict(metadata or {}))
+            self._versions.setdefault(uri, []).append(version)
+            self._live[uri] = version
+        return self.stat(uri, version.generation)  # type: ignore[return-value]
 
     def delete(self, uri: str, generation: int | None = None) -> None:
         with self._lock:
@@ -431,7 +438,14 @@ class FakeObjectStore:
             version = self._version(uri, generation)
         except ObjectMissing:
             return None
-        return StoredObject(uri, version.generation, len(version.data), version.sha256, version.signature)
+        return StoredObject(
+            uri,
+            version.generation,
+            len(version.data),
+            version.sha256,
+            version.signature,
+            version.metadata.get(IDEMPOTENCY_METADATA_KEY),
+        )
 
     def _version(self, uri: str, generation: int | None) -> _Version:
         with self._lock:

@@ -172,18 +172,26 @@ def submit(path: WorkflowPath, form: SubmitForm, header: SubmitHeaders) -> Respo
     data.seek(0)
     request_sha256 = hashlib.sha256(f"{path.slug}\n{upload.filename}\n{digest.hexdigest()}".encode()).hexdigest()
 
-    def make_run() -> str:
+    def make_run(record: str | None) -> str:
         try:
             return web_context().operations.submit(
-                path.org, path.slug, upload.filename or "", data, upload.mimetype or "application/octet-stream"
+                path.org,
+                path.slug,
+                upload.filename or "",
+                data,
+                upload.mimetype or "application/octet-stream",
+                idempotency_record=record,
             )
         except SubmissionTooLarge as exc:
             raise ApiProblem(413, f"{exc}.") from exc
         except SubmissionRefused as exc:
             raise ApiProblem(422, f"{exc}.") from exc
 
+    def landed(record: str) -> str | None:
+        return web_context().operations.submitted_run(path.org, path.slug, upload.filename or "", record)
+
     run_id, replayed = idempotent_submission(
-        caller.key_hash, path.org, header.idempotency_key, request_sha256, make_run
+        caller.key_hash, path.org, header.idempotency_key, request_sha256, make_run, landed
     )
     with log_labels(run_id=run_id):
         log.info(

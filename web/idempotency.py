@@ -73,11 +73,18 @@ def _record_run(store: AccountStore, path: DocPath, done: IdempotencyDoc, read_a
 
 
 def idempotent_submission(
-    key_hash: str, org: str, idempotency_key: str | None, request_sha256: str, make_run: Callable[[], str]
+    key_hash: str,
+    org: str,
+    idempotency_key: str | None,
+    request_sha256: str,
+    make_run: Callable[[str | None], str],
+    landed: Callable[[str], str | None],
 ) -> tuple[str, bool]:
-    """The run for this request and whether it is a replay; `make_run` uploads at most once per key and body."""
+    """The run for this request and whether it is a replay. `make_run(record_id)` uploads, tagged with the record;
+    `landed(record_id)` finds the run of an upload so tagged that is still live, which a takeover answers with
+    instead of uploading again."""
     if idempotency_key is None:
-        return make_run(), False
+        return make_run(None), False
     if not idempotency_key.strip() or not idempotency_key.isprintable():
         raise ApiProblem(422, "The Idempotency-Key header must be 1 to 255 printable characters.")
     ctx = web_context()
@@ -100,8 +107,13 @@ def idempotent_submission(
             claimed = store.commit([Write(path, record, mode, decision.read_at)])
         except Conflict:
             continue  # another request with this key got there first: read what it wrote
+        earlier = landed(path[-1]) if decision.read_at is not None else None
+        if earlier is not None:
+            # The request taken over died after its upload landed: its run is this request's.
+            _record_run(store, path, record.model_copy(update={"run_id": earlier}), claimed[path].update_time)
+            return earlier, True
         try:
-            run_id = make_run()
+            run_id = make_run(path[-1])
         except ApiProblem:
             # Refused before anything was uploaded (its name, size, workflow): a retry may try again at once. Any
             # other failure may come after the upload landed, so the record stays until it is stale.

@@ -179,7 +179,9 @@ def unfinished(world: FakeWorld) -> None:
     world.fake_store.commit([Write(path, doc, "replace", found.update_time)])
 
 
-def test_a_request_still_in_progress_is_a_409_until_its_record_is_stale_then_it_is_taken_over() -> None:
+def test_a_request_still_in_progress_is_a_409_until_stale_then_a_retry_finds_the_upload_it_left() -> None:
+    """The first request died after its upload landed but before it recorded the run: the retry that takes the
+    record over answers with that run (the upload carries the record's id), uploading nothing again."""
     world = FakeWorld(idempotency_stale_seconds=60)
     app, key = app_with_key(world)
     first = submit(app, key, VALID, "order-1")
@@ -193,8 +195,25 @@ def test_a_request_still_in_progress_is_a_409_until_its_record_is_stale_then_it_
 
     assert busy.status_code == 409
     assert "still in progress" in busy.json["detail"]
+    assert busy.json["type"] == "urn:validibot:problem:idempotency-in-progress"
+    assert (taken_over.status_code, taken_over.json["run_id"]) == (202, first.json["run_id"])
+    assert taken_over.headers["Idempotent-Replayed"] == "true"
+    assert replayed.json["run_id"] == first.json["run_id"]
+    assert uploads(world) == 1
+
+
+def test_a_taken_over_request_whose_upload_is_gone_uploads_again() -> None:
+    """The first request died before its upload (or another upload replaced it): the retry makes the run."""
+    world = FakeWorld(idempotency_stale_seconds=60)
+    app, key = app_with_key(world)
+    first = submit(app, key, VALID, "order-1")
+    unfinished(world)
+    world.upload(inbox_object("demo", "json-basic", "building.json"), VALID)  # someone else's, untagged
+    world.clock.advance(60)
+
+    taken_over = submit(app, key, VALID, "order-1")
+
     assert taken_over.status_code == 202
     assert taken_over.json["run_id"] != first.json["run_id"]
     assert "Idempotent-Replayed" not in taken_over.headers
-    assert (replayed.json["run_id"], replayed.headers["Idempotent-Replayed"]) == (taken_over.json["run_id"], "true")
-    assert uploads(world) == 2
+    assert uploads(world) == 3
