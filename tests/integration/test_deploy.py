@@ -79,7 +79,7 @@ def test_the_first_apply_creates_everything_and_the_second_changes_nothing(deplo
     assert len(planned) == len([line for line in GOLDEN.read_text().splitlines() if line.startswith("create ")])
     assert deployed["first"].rstrip().endswith("deployed")
     assert deployed["second_calls"] == []
-    assert "plan: 0 to create, 0 to update, 85 unchanged" in deployed["second"]
+    assert "plan: 0 to create, 0 to update, 89 unchanged" in deployed["second"]
     assert deployed["second"].rstrip().endswith("nothing to change")
 
 
@@ -160,6 +160,10 @@ def test_every_mutating_command_has_its_flags(deployed: dict[str, Any]) -> None:
     assert "no-allow-unauthenticated" in functions
     web = flags(the(made, "gcloud", "run", "deploy", "validibot-web-dev"))
     assert web["set-secrets"] == "VALIDIBOT_WEB_SECRET_KEY=validibot-web-secret-key-dev:latest"
+    # Every build runs as the builder account, not Cloud Build's default one.
+    builder = f"projects/{project}/serviceAccounts/validibot-builder-{stage}@{project}.iam.gserviceaccount.com"
+    assert functions["build-service-account"] == web["build-service-account"] == builder
+    assert flags(the(made, "gcloud", "builds", "submit"))["service-account"] == builder
 
     # Notifications of both buckets go to the notifications topic; Firestore in Native mode with every index.
     notified = [c for c in made if c[1:5] == ["storage", "buckets", "notifications", "create"]]
