@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import stat
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -39,7 +38,13 @@ from jobs.validators.energyplus_model import (
     scan_idf,
     uses_hvac_templates,
 )
-from jobs.validators.energyplus_results import END_USES_ARTIFACT, parse_err, read_metrics, read_monthly_end_uses
+from jobs.validators.energyplus_results import (
+    END_USES_ARTIFACT,
+    parse_err,
+    read_metrics,
+    read_monthly_end_uses,
+    tabular_rows,
+)
 from jobs.validators.sandbox import Completed, run_isolated
 from schemas.enums import Severity
 from schemas.envelopes import Location, Message
@@ -121,19 +126,14 @@ def submitted_weather(context: ValidationContext) -> Path | None:
 
 def read_weather_location(sql_path: Path) -> str | None:
     """The weather file's location as EnergyPlus names it ("San Francisco Intl Ap CA USA TMY3 WMO#=724940")."""
-    db = sqlite3.connect(f"file:{sql_path}?mode=ro", uri=True)
-    try:
-        found = db.execute(
-            "SELECT Value FROM TabularDataWithStrings WHERE ReportName = 'InputVerificationandResultsSummary' "
-            "AND ReportForString = 'Entire Facility' AND TableName = 'General' AND RowName = 'Weather File'"
-        ).fetchone()
-    except sqlite3.DatabaseError:
+    rows = tabular_rows(
+        sql_path,
+        "SELECT Value FROM TabularDataWithStrings WHERE ReportName = 'InputVerificationandResultsSummary' "
+        "AND ReportForString = 'Entire Facility' AND TableName = 'General' AND RowName = 'Weather File'",
+    )
+    if not rows or not rows[0][0]:
         return None
-    finally:
-        db.close()
-    if found is None or not found[0]:
-        return None
-    return found[0].strip() or None
+    return str(rows[0][0]).strip() or None
 
 
 def _model_problem(text: str) -> Message:

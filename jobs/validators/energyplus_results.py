@@ -69,6 +69,18 @@ def _converted(found: tuple[float, str] | None, factors: dict[str, float]) -> fl
     return round(found[0] * factors[found[1]], 3)
 
 
+def tabular_rows(sql_path: Path, query: str) -> list[tuple[Any, ...]] | None:
+    """Rows of one query over eplusout.sql, opened read-only; None when the file is not a database EnergyPlus
+    finished writing."""
+    db = sqlite3.connect(f"file:{sql_path}?mode=ro", uri=True)
+    try:
+        return db.execute(query).fetchall()
+    except sqlite3.DatabaseError:
+        return None
+    finally:
+        db.close()
+
+
 def read_metrics(sql_path: Path) -> list[Metric]:
     """The headline figures of the run, in kWh, kWh/m², m² and hours (SI or IP tables alike)."""
     db = sqlite3.connect(f"file:{sql_path}?mode=ro", uri=True)
@@ -127,16 +139,13 @@ def read_monthly_end_uses(sql_path: Path) -> dict[str, Any] | None:
     """Monthly end uses by fuel in kWh, from the EndUseEnergyConsumption*Monthly reports: every end use that used
     any energy, as `{"unit", "months", "series": [{"fuel", "end_use", "values"}]}`. None when the reports are
     missing (the run did not get that far)."""
-    db = sqlite3.connect(f"file:{sql_path}?mode=ro", uri=True)
-    try:
-        rows = db.execute(
-            "SELECT RowName, ColumnName, Units, Value FROM TabularDataWithStrings "
-            "WHERE ReportName LIKE 'EndUseEnergyConsumption%Monthly' AND TableName = 'Custom Monthly Report'"
-        ).fetchall()
-    except sqlite3.DatabaseError:
+    rows = tabular_rows(
+        sql_path,
+        "SELECT RowName, ColumnName, Units, Value FROM TabularDataWithStrings "
+        "WHERE ReportName LIKE 'EndUseEnergyConsumption%Monthly' AND TableName = 'Custom Monthly Report'",
+    )
+    if rows is None:
         return None
-    finally:
-        db.close()
     values: dict[tuple[str, str], list[float]] = {}
     for month, column, unit, text in rows:
         end_use, _, fuel = column.partition(":")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from schemas.changes import Write, receipt_path
 from schemas.documents import ReceiptDoc, RunDoc
 from schemas.enums import AttemptState, ReceiptStatus, RunStatus, StepStatus
 from schemas.paths import attempt_id_for
-from tests.support import EXAMPLES, cli, isolated_harness
+from tests.support import EXAMPLES, cli, isolated_harness, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -31,16 +29,6 @@ def submit(stack: LocalStack, file: Path, workflow: str) -> str:
     return result.stdout.split()[0]
 
 
-def wait_for(check: Callable[[], object], seconds: float, what: str) -> object:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"no {what} within {seconds:.0f} s")
-
-
 def running_job(stack: LocalStack, run_id: str) -> int:
     """The pid (and process group) of the run's local job, once it runs."""
 
@@ -49,7 +37,7 @@ def running_job(stack: LocalStack, run_id: str) -> int:
         name = attempt.doc.execution_name if attempt and attempt.doc.state == AttemptState.RUNNING else None
         return int(name.removeprefix("local/").split("@")[0]) if name else None
 
-    return wait_for(pid, 60, "running job")
+    return wait_until(pid, 60, "running job")
 
 
 def run(stack: LocalStack, run_id: str) -> RunDoc:
@@ -59,7 +47,7 @@ def run(stack: LocalStack, run_id: str) -> RunDoc:
 
 
 def ended(stack: LocalStack, run_id: str, seconds: float) -> RunDoc:
-    return wait_for(lambda: (r := run(stack, run_id)) and RunStatus(r.status).is_terminal and r, seconds, "verdict")
+    return wait_until(lambda: (r := run(stack, run_id)) and RunStatus(r.status).is_terminal and r, seconds, "verdict")
 
 
 def functions_worker(stack: LocalStack) -> int:
@@ -111,11 +99,11 @@ def test_cancel_stops_a_running_simulation_and_its_late_output_is_recorded_late(
 
     assert canceled.returncode == 0, canceled.stdout + canceled.stderr
     assert canceled.stdout.startswith("CANCELED")
-    wait_for(lambda: group_gone(job), 5, "end of the job's process group")
+    wait_until(lambda: group_gone(job), 5, "end of the job's process group")
     assert run(full_stack, run_id).status == RunStatus.CANCELED
     assert full_stack.services.run_reads.step(run_id, 1).status == StepStatus.CANCELED
     # The job's watcher reports how it died; that output comes after the cancel and is not applied.
-    late = wait_for(lambda: full_stack.services.run_reads.rejected_receipts(run_id, 5), 30, "late receipt")
+    late = wait_until(lambda: full_stack.services.run_reads.rejected_receipts(run_id, 5), 30, "late receipt")
     assert late[0].status == ReceiptStatus.REJECTED
     assert (late[0].reason or "").startswith("late:")
     assert run(full_stack, run_id).status == RunStatus.CANCELED
