@@ -49,6 +49,10 @@ class SubmissionTooLarge(SubmissionRefused):
     pass
 
 
+class UnknownWorkflow(SubmissionRefused):
+    """The org has no such workflow (or the ids are not ids): the API's 404."""
+
+
 class NotRerunnable(ValueError):
     """The run has no stored submission to run again (it was refused at intake, or retention deleted it)."""
 
@@ -75,7 +79,7 @@ class Operations:
             raise SubmissionRefused(str(exc)) from exc
         found = self.context.store.workflow(org, workflow) if is_slug(org) and is_slug(workflow) else None
         if found is None:
-            raise SubmissionRefused(f"org {org} has no workflow {workflow!r}")
+            raise UnknownWorkflow(f"org {org} has no workflow {workflow!r}")
         limit = submission_limit(found, settings)
         size = source.seek(0, os.SEEK_END)
         source.seek(0)

@@ -19,7 +19,14 @@ from flask import Response, jsonify, request
 from flask_openapi3 import APIBlueprint, FileStorage, Tag
 from pydantic import BaseModel, Field
 
-from functions.operations import NotCancelable, NotRerunnable, RunNotFound, SubmissionRefused, SubmissionTooLarge
+from functions.operations import (
+    NotCancelable,
+    NotRerunnable,
+    RunNotFound,
+    SubmissionRefused,
+    SubmissionTooLarge,
+    UnknownWorkflow,
+)
 from schemas.api import (
     Accepted,
     Caller,
@@ -162,8 +169,6 @@ def whoami() -> Response:
 )
 def submit(path: WorkflowPath, form: SubmitForm, header: SubmitHeaders) -> Response:
     caller = api_access(path.org, Role.EXECUTOR)
-    if not is_slug(path.slug) or web_context().store.workflow(path.org, path.slug) is None:
-        raise not_found()
     upload = form.file
     data = upload.stream
     digest = hashlib.sha256()
@@ -182,6 +187,9 @@ def submit(path: WorkflowPath, form: SubmitForm, header: SubmitHeaders) -> Respo
                 upload.mimetype or "application/octet-stream",
                 idempotency_record=record,
             )
+        except UnknownWorkflow as exc:
+            # Checked by the submission itself (one read), before anything is uploaded: freed like any refusal.
+            raise not_found() from exc
         except SubmissionTooLarge as exc:
             raise ApiProblem(413, f"{exc}.") from exc
         except SubmissionRefused as exc:

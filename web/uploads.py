@@ -10,7 +10,6 @@ from werkzeug.wrappers import Response
 
 from functions.operations import SubmissionRefused, SubmissionTooLarge
 from schemas.enums import Role
-from schemas.paths import is_slug
 from web.auth import page_access
 from web.context import web_context
 
@@ -42,8 +41,6 @@ def submit(org: str) -> tuple[str | Response, int] | Response:
     upload = request.files.get("file")
     wants_json = request.accept_mimetypes.best == "application/json"
     try:
-        if not is_slug(workflow) or ctx.store.workflow(org, workflow) is None:
-            raise SubmissionRefused("choose one of the organization's workflows")
         if upload is None or not upload.filename:
             raise SubmissionRefused("choose a file to upload")
         run_id = ctx.operations.submit(
