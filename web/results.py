@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import tempfile
@@ -34,20 +35,40 @@ def _read(artifact: Artifact) -> str | None:
             return None
 
 
+class _Unreadable(Exception):
+    """Not cached: the next page view tries the artifact again."""
+
+
+@functools.lru_cache(maxsize=128)
+def _artifact_charts(artifact_json: str, units: tuple[tuple[str, str | None], ...]) -> tuple[Chart, ...]:
+    """The charts of one artifact version, drawn once per web process: a live page asks again on every change of
+    its run, and the artifact (pinned by generation and sha256) never changes."""
+    artifact = Artifact.model_validate_json(artifact_json)
+    text = _read(artifact)
+    if text is None:
+        raise _Unreadable(artifact.uri)
+    if artifact.name == END_USES:
+        try:
+            return tuple(end_use_charts(json.loads(text)))
+        except (ValueError, TypeError, AttributeError, ArithmeticError):
+            log.warning("%s is not the end uses a chart is drawn from", artifact.uri)
+            return ()
+    try:
+        chart = time_series_chart(text, dict(units))
+    except (ValueError, ArithmeticError, csv.Error):
+        log.warning("%s is not a time series a chart is drawn from", artifact.uri)
+        return ()
+    return (chart,) if chart else ()
+
+
 def step_charts(step: StepDoc) -> list[Chart]:
+    units = tuple(sorted((metric.name, metric.unit) for metric in step.metrics))
     charts: list[Chart] = []
     for artifact in step.artifacts:
-        if artifact.name == END_USES and (text := _read(artifact)) is not None:
-            try:
-                charts.extend(end_use_charts(json.loads(text)))
-            except (ValueError, TypeError, AttributeError, ArithmeticError):
-                log.warning("%s is not the end uses a chart is drawn from", artifact.uri)
-        elif artifact.name == TIME_SERIES and (text := _read(artifact)) is not None:
-            units = {metric.name: metric.unit for metric in step.metrics}
-            try:
-                chart = time_series_chart(text, units)
-            except (ValueError, ArithmeticError, csv.Error):
-                log.warning("%s is not a time series a chart is drawn from", artifact.uri)
-                chart = None
-            charts.extend([chart] if chart else [])
+        if artifact.name not in (END_USES, TIME_SERIES):
+            continue
+        try:
+            charts.extend(_artifact_charts(artifact.model_dump_json(), units if artifact.name == TIME_SERIES else ()))
+        except _Unreadable:
+            continue
     return charts
